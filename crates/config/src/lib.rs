@@ -1,0 +1,1 @@
+//! ferry's configuration file: schema, defaults, environment overrides and validation

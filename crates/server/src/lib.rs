@@ -1,0 +1,1 @@
+//! ferry's HTTP server: the OCI pull API over the mirror engine

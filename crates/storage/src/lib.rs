@@ -1,0 +1,1 @@
+//! Content-addressed blob and metadata storage for ferry: the BlobStore trait and its backends

@@ -1,0 +1,1 @@
+//! Registry client for ferry's upstreams: token challenge, credentials, accounts, mirrors, redirects

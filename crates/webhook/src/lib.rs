@@ -1,0 +1,1 @@
+//! ferry's Kubernetes mutating admission webhook: rewrite pod images to the mirror
