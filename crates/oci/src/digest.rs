@@ -70,7 +70,9 @@ impl Digest {
             other => return Err(DigestError::UnsupportedAlgorithm(truncate(other))),
         };
         let well_formed = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !well_formed {
             return Err(DigestError::BadEncoding(truncate(s), algorithm.hex_len()));
         }

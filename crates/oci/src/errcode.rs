@@ -175,11 +175,17 @@ mod tests {
 
     #[test]
     fn envelope_shape() {
-        let e = OciError::new(ErrorCode::NameUnknown, "registry \"foo.io\" is not configured");
+        let e = OciError::new(
+            ErrorCode::NameUnknown,
+            "registry \"foo.io\" is not configured",
+        );
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
         assert_eq!(v["errors"][0]["code"], "NAME_UNKNOWN");
-        assert_eq!(v["errors"][0]["message"], "registry \"foo.io\" is not configured");
+        assert_eq!(
+            v["errors"][0]["message"],
+            "registry \"foo.io\" is not configured"
+        );
         assert!(v["errors"][0].get("detail").is_none());
     }
 

@@ -10,7 +10,7 @@ use std::fmt;
 
 use crate::digest::Digest;
 use crate::name::RepoName;
-use crate::reference::{Tag, Reference};
+use crate::reference::{Reference, Tag};
 
 /// The registry that references without a registry name.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -63,7 +63,8 @@ fn valid_host(h: &str) -> bool {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     host_ok && port_ok
 }
 
@@ -100,7 +101,10 @@ impl ImageRef {
         // A tag follows the last ':' that comes after the last '/'.
         let last_slash = path.rfind('/').map_or(0, |i| i + 1);
         let (repo, tag) = match path[last_slash..].rfind(':') {
-            Some(i) => (&path[..last_slash + i], Some(Tag::parse(&path[last_slash + i + 1..])?)),
+            Some(i) => (
+                &path[..last_slash + i],
+                Some(Tag::parse(&path[last_slash + i + 1..])?),
+            ),
             None => (path, None),
         };
         let mut repository = RepoName::parse(repo)?;
@@ -158,9 +162,18 @@ mod tests {
     fn docker_defaults() {
         assert_eq!(p("nginx").to_string(), "docker.io/library/nginx");
         assert_eq!(p("nginx:1.25").to_string(), "docker.io/library/nginx:1.25");
-        assert_eq!(p("bitnami/redis:7").to_string(), "docker.io/bitnami/redis:7");
-        assert_eq!(p("index.docker.io/nginx").to_string(), "docker.io/library/nginx");
-        assert_eq!(p("docker.io/busybox").repository.as_str(), "library/busybox");
+        assert_eq!(
+            p("bitnami/redis:7").to_string(),
+            "docker.io/bitnami/redis:7"
+        );
+        assert_eq!(
+            p("index.docker.io/nginx").to_string(),
+            "docker.io/library/nginx"
+        );
+        assert_eq!(
+            p("docker.io/busybox").repository.as_str(),
+            "library/busybox"
+        );
         assert_eq!(p("nginx").reference().as_str(), "latest");
     }
 
@@ -184,7 +197,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "UPPER/case", "a::b", "ghcr.io/", "a@sha256:12", "bad host!/x", "x:"] {
+        for bad in [
+            "",
+            "UPPER/case",
+            "a::b",
+            "ghcr.io/",
+            "a@sha256:12",
+            "bad host!/x",
+            "x:",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

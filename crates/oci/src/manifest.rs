@@ -144,13 +144,17 @@ pub struct ManifestError(String);
 /// Parses a manifest or index, inferring the media type when the document omits it.
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, ManifestError> {
     let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ManifestError(e.to_string()))?;
-    let declared = raw
-        .media_type
-        .clone()
-        .or_else(|| content_type.filter(|c| c.contains("manifest") || c.contains("index")).map(str::to_owned));
+    let declared = raw.media_type.clone().or_else(|| {
+        content_type
+            .filter(|c| c.contains("manifest") || c.contains("index"))
+            .map(str::to_owned)
+    });
     if let Some(manifests) = raw.manifests {
         let media_type = declared.unwrap_or_else(|| OCI_INDEX.to_owned());
-        return Ok(Parsed::Index { media_type, manifests });
+        return Ok(Parsed::Index {
+            media_type,
+            manifests,
+        });
     }
     if raw.schema_version == Some(1) {
         let layers = raw
@@ -167,7 +171,11 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Manifes
             })
             .collect();
         let media_type = declared.unwrap_or_else(|| DOCKER_SCHEMA1_SIGNED.to_owned());
-        return Ok(Parsed::Image { media_type, config: None, layers });
+        return Ok(Parsed::Image {
+            media_type,
+            config: None,
+            layers,
+        });
     }
     if raw.config.is_none() && raw.layers.is_none() {
         return Err(ManifestError("neither manifests, config nor layers".into()));
@@ -203,22 +211,51 @@ mod tests {
             {{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":10,"platform":{{"architecture":"amd64","os":"linux"}}}},
             {{"mediaType":"{OCI_MANIFEST}","digest":"{D2}","size":11,"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}]}}"#
         );
-        let Parsed::Index { media_type, manifests } = parse(doc.as_bytes(), None).unwrap() else {
+        let Parsed::Index {
+            media_type,
+            manifests,
+        } = parse(doc.as_bytes(), None).unwrap()
+        else {
             panic!()
         };
         assert_eq!(media_type, OCI_INDEX);
-        assert!(manifests[1].platform.as_ref().unwrap().matches("linux/arm64"));
-        assert!(manifests[1].platform.as_ref().unwrap().matches("linux/arm64/v8"));
-        assert!(!manifests[0].platform.as_ref().unwrap().matches("linux/arm64"));
-        assert_eq!(manifests[1].platform.as_ref().unwrap().to_string(), "linux/arm64/v8");
+        assert!(
+            manifests[1]
+                .platform
+                .as_ref()
+                .unwrap()
+                .matches("linux/arm64")
+        );
+        assert!(
+            manifests[1]
+                .platform
+                .as_ref()
+                .unwrap()
+                .matches("linux/arm64/v8")
+        );
+        assert!(
+            !manifests[0]
+                .platform
+                .as_ref()
+                .unwrap()
+                .matches("linux/arm64")
+        );
+        assert_eq!(
+            manifests[1].platform.as_ref().unwrap().to_string(),
+            "linux/arm64/v8"
+        );
     }
 
     #[test]
     fn image_without_media_type_is_oci() {
-        let doc = format!(r#"{{"schemaVersion":2,"config":{{"digest":"{D1}","size":1}},"layers":[{{"digest":"{D2}","size":2}}]}}"#);
+        let doc = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{D1}","size":1}},"layers":[{{"digest":"{D2}","size":2}}]}}"#
+        );
         let p = parse(doc.as_bytes(), None).unwrap();
         assert_eq!(p.media_type(), OCI_MANIFEST);
-        let Parsed::Image { config, layers, .. } = p else { panic!() };
+        let Parsed::Image { config, layers, .. } = p else {
+            panic!()
+        };
         assert_eq!(config.unwrap().digest.as_str(), D1);
         assert_eq!(layers.len(), 1);
     }

@@ -40,7 +40,9 @@ impl RepoName {
         }
         for component in s.split('/') {
             if !is_component(component) {
-                return Err(NameError::BadComponent(component.chars().take(80).collect()));
+                return Err(NameError::BadComponent(
+                    component.chars().take(80).collect(),
+                ));
             }
         }
         Ok(RepoName(s.to_owned()))
@@ -161,10 +163,7 @@ mod tests {
         ] {
             assert!(RepoName::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(
-            RepoName::parse(&"a".repeat(256)),
-            Err(NameError::TooLong)
-        );
+        assert_eq!(RepoName::parse(&"a".repeat(256)), Err(NameError::TooLong));
     }
 
     #[test]

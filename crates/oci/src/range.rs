@@ -44,7 +44,11 @@ pub enum RangeError {
 /// Parses a `Range` header value against a blob of `size` bytes.
 pub fn parse(header: &str, size: u64) -> Result<ByteRange, RangeError> {
     let malformed = || RangeError::Malformed(header.chars().take(80).collect());
-    let spec = header.trim().strip_prefix("bytes=").ok_or_else(malformed)?.trim();
+    let spec = header
+        .trim()
+        .strip_prefix("bytes=")
+        .ok_or_else(malformed)?
+        .trim();
     if spec.contains(',') {
         return Err(malformed());
     }
@@ -90,21 +94,57 @@ mod tests {
     #[test]
     fn forms() {
         assert_eq!(parse("bytes=0-9", 100), Ok(ByteRange { start: 0, end: 9 }));
-        assert_eq!(parse("bytes=90-", 100), Ok(ByteRange { start: 90, end: 99 }));
-        assert_eq!(parse("bytes=-10", 100), Ok(ByteRange { start: 90, end: 99 }));
-        assert_eq!(parse("bytes=-1000", 100), Ok(ByteRange { start: 0, end: 99 }));
-        assert_eq!(parse("bytes=50-5000", 100), Ok(ByteRange { start: 50, end: 99 }));
-        assert_eq!(parse("bytes=0-9", 100).unwrap().content_range(100), "bytes 0-9/100");
+        assert_eq!(
+            parse("bytes=90-", 100),
+            Ok(ByteRange { start: 90, end: 99 })
+        );
+        assert_eq!(
+            parse("bytes=-10", 100),
+            Ok(ByteRange { start: 90, end: 99 })
+        );
+        assert_eq!(
+            parse("bytes=-1000", 100),
+            Ok(ByteRange { start: 0, end: 99 })
+        );
+        assert_eq!(
+            parse("bytes=50-5000", 100),
+            Ok(ByteRange { start: 50, end: 99 })
+        );
+        assert_eq!(
+            parse("bytes=0-9", 100).unwrap().content_range(100),
+            "bytes 0-9/100"
+        );
     }
 
     #[test]
     fn errors() {
-        for bad in ["", "bytes", "bytes=", "bytes=a-b", "items=0-1", "bytes=5-1", "bytes=0-1,3-4", "bytes=-"] {
-            assert!(matches!(parse(bad, 100), Err(RangeError::Malformed(_))), "{bad}");
+        for bad in [
+            "",
+            "bytes",
+            "bytes=",
+            "bytes=a-b",
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=0-1,3-4",
+            "bytes=-",
+        ] {
+            assert!(
+                matches!(parse(bad, 100), Err(RangeError::Malformed(_))),
+                "{bad}"
+            );
         }
-        assert!(matches!(parse("bytes=100-", 100), Err(RangeError::Unsatisfiable(..))));
-        assert!(matches!(parse("bytes=-0", 100), Err(RangeError::Unsatisfiable(..))));
-        assert!(matches!(parse("bytes=0-0", 0), Err(RangeError::Unsatisfiable(..))));
+        assert!(matches!(
+            parse("bytes=100-", 100),
+            Err(RangeError::Unsatisfiable(..))
+        ));
+        assert!(matches!(
+            parse("bytes=-0", 100),
+            Err(RangeError::Unsatisfiable(..))
+        ));
+        assert!(matches!(
+            parse("bytes=0-0", 0),
+            Err(RangeError::Unsatisfiable(..))
+        ));
     }
 
     proptest! {

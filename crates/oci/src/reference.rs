@@ -111,7 +111,10 @@ mod tests {
     #[test]
     fn tags_and_digests() {
         assert!(matches!(Reference::parse("latest"), Ok(Reference::Tag(_))));
-        assert!(matches!(Reference::parse("1.25.3-alpine_x"), Ok(Reference::Tag(_))));
+        assert!(matches!(
+            Reference::parse("1.25.3-alpine_x"),
+            Ok(Reference::Tag(_))
+        ));
         assert!(matches!(Reference::parse("_x"), Ok(Reference::Tag(_))));
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert!(matches!(Reference::parse(d), Ok(Reference::Digest(_))));

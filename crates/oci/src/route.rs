@@ -151,7 +151,10 @@ mod tests {
         assert_eq!(n, "a/b/c/d");
         assert_eq!(e, Endpoint::Blob(Digest::parse(D).unwrap()));
         assert_eq!(repo("/v2/busybox/tags/list").1, Endpoint::TagsList);
-        assert_eq!(repo(&format!("/v2/x/referrers/{D}")).1, Endpoint::Referrers(Digest::parse(D).unwrap()));
+        assert_eq!(
+            repo(&format!("/v2/x/referrers/{D}")).1,
+            Endpoint::Referrers(Digest::parse(D).unwrap())
+        );
         assert_eq!(repo("/v2/x/blobs/uploads/").1, Endpoint::BlobUpload);
         assert_eq!(repo("/v2/x/blobs/uploads/abc-123").1, Endpoint::BlobUpload);
         // A repository may itself contain endpoint words.
@@ -177,9 +180,18 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad} accepted");
         }
         assert!(parse("/v2/a/blobs/sha256:../../x").is_err());
-        assert!(matches!(parse("/v2/a/blobs/sha256:xyz"), Err(RouteError::Digest(_))));
-        assert!(matches!(parse("/v2/a/manifests/../x"), Err(RouteError::NotFound | RouteError::Name(_))));
-        assert_eq!(parse(&format!("/v2/{}/manifests/x", "a/".repeat(600))), Err(RouteError::TooLong));
+        assert!(matches!(
+            parse("/v2/a/blobs/sha256:xyz"),
+            Err(RouteError::Digest(_))
+        ));
+        assert!(matches!(
+            parse("/v2/a/manifests/../x"),
+            Err(RouteError::NotFound | RouteError::Name(_))
+        ));
+        assert_eq!(
+            parse(&format!("/v2/{}/manifests/x", "a/".repeat(600))),
+            Err(RouteError::TooLong)
+        );
     }
 
     proptest! {

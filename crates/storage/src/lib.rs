@@ -1,1 +1,153 @@
-//! Content-addressed blob and metadata storage for ferry: the BlobStore trait and its backends
+//! # ferry-storage: where cached content lives
+//!
+//! Content is addressed by digest and immutable; the only mutable records are small metadata
+//! documents (tag answers, manifest media types). One trait, [`BlobStore`], covers both, so a
+//! backend is a handful of methods:
+//!
+//! - [`fs::FsStore`]: local disk, the default (layout in [`paths`]);
+//! - further backends (object stores) implement the same trait and pass the same
+//!   [`testsuite`].
+//!
+//! Writing is always two-phase: the cache engine downloads into a local *spool* file (which
+//! readers can follow while it grows, see [`chunks`]), verifies the digest, and only then calls
+//! [`BlobStore::ingest`], which makes the blob visible atomically. A crash at any moment leaves
+//! at worst a stray spool file, which is removed at start-up, never a corrupt blob.
+
+pub mod chunks;
+pub mod fs;
+pub mod paths;
+pub mod testsuite;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferry_oci::Digest;
+use futures_util::stream::BoxStream;
+
+pub use chunks::{ChunkReader, Progress};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The backend's I/O failed.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A metadata key that would escape the store.
+    #[error("invalid storage key {0:?}")]
+    InvalidKey(String),
+    /// A backend-specific failure.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+/// Result of storage operations.
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A stream of blob bytes.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// What `stat` knows about a stored blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// One stored blob, as listed for eviction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobEntry {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// When it was last served (as far as the backend recorded it).
+    pub last_access: SystemTime,
+}
+
+/// An opened blob (or a range of it).
+pub struct BlobBody {
+    /// Size of the whole blob.
+    pub size: u64,
+    /// The requested bytes.
+    pub stream: ByteStream,
+}
+
+/// Content-addressed blob storage plus a small metadata key/value space.
+///
+/// Metadata keys are `/`-separated paths built from validated names (see [`paths`]).
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Short backend name for logs and metrics (`fs`, `s3`).
+    fn kind(&self) -> &'static str;
+
+    /// Size of a stored blob, or `None`.
+    async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>>;
+
+    /// Opens a stored blob from `offset` for `len` bytes (`None`: to the end).
+    async fn open(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Option<BlobBody>>;
+
+    /// Reads a whole small blob (manifests) into memory.
+    async fn read_all(&self, digest: &Digest) -> Result<Option<Bytes>>;
+
+    /// Stores small, already verified content (manifests).
+    async fn put_verified(&self, digest: &Digest, bytes: Bytes) -> Result<()>;
+
+    /// Takes a verified, fsync'ed spool file and makes it the blob `digest`, atomically.
+    /// The spool file is consumed (moved or deleted).
+    async fn ingest(&self, digest: &Digest, spool: &Path) -> Result<()>;
+
+    /// Removes a blob (no error if absent).
+    async fn delete(&self, digest: &Digest) -> Result<()>;
+
+    /// A URL the client may fetch the blob from directly, if the backend can sign one.
+    async fn presign(&self, _digest: &Digest, _ttl: Duration) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Every stored blob, for the eviction index.
+    async fn list(&self) -> Result<Vec<BlobEntry>>;
+
+    /// Records that blobs were served at `when` (batched by the caller).
+    async fn touch(&self, digests: &[Digest], when: SystemTime) -> Result<()>;
+
+    /// Reads a metadata document.
+    async fn get_meta(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Writes a metadata document atomically.
+    async fn put_meta(&self, key: &str, value: Bytes) -> Result<()>;
+
+    /// Deletes a metadata document (no error if absent).
+    async fn delete_meta(&self, key: &str) -> Result<()>;
+
+    /// Keys of metadata documents under `prefix`.
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Directory for spool files of in-progress downloads (local disk).
+    fn spool_dir(&self) -> PathBuf;
+
+    /// Checks that the store is writable (for readiness probes).
+    async fn check_writable(&self) -> Result<()>;
+}
+
+/// Rejects metadata keys that are empty, absolute or contain `.`/`..`/empty segments.
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.contains('\0')
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        Err(StorageError::InvalidKey(key.chars().take(120).collect()))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! The `upstreams:` section: each registry ferry mirrors, keyed by the name clients use in
+//! references (`docker.io`), with where it really is (`url`), optional mirrors tried first,
+//! credentials, and aliases.
+//!
+//! The embedded default knows the eight public registries of the spec. A config file that has
+//! an `upstreams:` key replaces that list as a whole, so an air-gapped or test deployment never
+//! talks to a registry it did not name.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{Dur, Secret};
+
+/// One upstream registry.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Where the registry really is; defaults to `https://<name>` (`https://registry-1.docker.io`
+    /// for docker.io).
+    pub url: Option<String>,
+    /// Other registries or ferry instances tried in order before `url`; a mirror URL may carry
+    /// a path prefix (`https://m.example.cn/gcr.io`).
+    pub mirrors: Vec<String>,
+    /// Username for the upstream (Basic, or for its token service).
+    pub username: Option<String>,
+    /// Password or access token for `username`.
+    pub password: Option<Secret>,
+    /// Further accounts; pulls are spread over all accounts, and one that gets 429 is rested.
+    pub accounts: Vec<Account>,
+    /// Other names clients may use for this registry (`index.docker.io`, `k8s.gcr.io`).
+    pub aliases: Vec<String>,
+    /// Token realm hosts, besides the registry's own domain, that may receive credentials.
+    pub auth_realms: Vec<String>,
+    /// Skip TLS certificate verification (only for test registries).
+    pub insecure: bool,
+    /// Extra CA certificate (PEM) to trust for this upstream.
+    pub ca_file: Option<PathBuf>,
+    /// HTTP(S) proxy used to reach this upstream.
+    pub proxy: Option<String>,
+    /// Time allowed to connect.
+    pub connect_timeout: Option<Dur>,
+    /// Longest silence allowed while reading a response.
+    pub read_timeout: Option<Dur>,
+    /// Per-upstream override of `cache.tag_ttl`.
+    pub tag_ttl: Option<Dur>,
+}
+
+/// One account of an upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// Username.
+    pub username: String,
+    /// Password or token.
+    pub password: Secret,
+}
+
+impl UpstreamConfig {
+    /// The upstream's real base URL, after defaults.
+    pub fn base_url(&self, name: &str) -> String {
+        match &self.url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None if name == "docker.io" => "https://registry-1.docker.io".to_owned(),
+            None => format!("https://{name}"),
+        }
+    }
+
+    /// Every account: the top-level username/password first, then `accounts`.
+    pub fn all_accounts(&self) -> Vec<Account> {
+        let top = self.username.as_ref().map(|u| Account {
+            username: u.clone(),
+            password: self.password.clone().unwrap_or_default(),
+        });
+        top.into_iter()
+            .chain(self.accounts.iter().cloned())
+            .collect()
+    }
+}
+
+/// The eight public registries ferry knows without a config file.
+pub fn default_upstreams() -> BTreeMap<String, UpstreamConfig> {
+    let mut m = BTreeMap::new();
+    let with_aliases = |aliases: &[&str]| UpstreamConfig {
+        aliases: aliases.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    m.insert(
+        "docker.io".into(),
+        with_aliases(&["index.docker.io", "registry-1.docker.io"]),
+    );
+    m.insert("gcr.io".into(), UpstreamConfig::default());
+    m.insert("ghcr.io".into(), UpstreamConfig::default());
+    m.insert("registry.k8s.io".into(), with_aliases(&["k8s.gcr.io"]));
+    m.insert("quay.io".into(), UpstreamConfig::default());
+    m.insert("mcr.microsoft.com".into(), UpstreamConfig::default());
+    let nvcr = UpstreamConfig {
+        auth_realms: vec!["authn.nvidia.com".into()],
+        ..Default::default()
+    };
+    m.insert("nvcr.io".into(), nvcr);
+    m
+}

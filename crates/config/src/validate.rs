@@ -1,0 +1,265 @@
+//! Checks that types cannot express, and error values that name the key and line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::Config;
+
+/// One problem in a config, located by key path and, when known, line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `upstreams.docker.io.url` (empty for syntax errors).
+    pub key: String,
+    /// 1-based line in the file.
+    pub line: Option<usize>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            line: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Every problem found in a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// The file, when loaded from one.
+    pub file: Option<String>,
+    /// The problems, in file order where known.
+    pub errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    /// A single problem.
+    pub fn single(e: ConfigError) -> Self {
+        ConfigErrors {
+            file: None,
+            errors: vec![e],
+        }
+    }
+
+    /// Names the file the errors are in.
+    pub fn in_file(mut self, path: &Path) -> Self {
+        self.file = Some(path.display().to_string());
+        self
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.as_deref().unwrap_or("config");
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match e.line {
+                Some(l) => write!(f, "{file}:{l}: ")?,
+                None => write!(f, "{file}: ")?,
+            }
+            if !e.key.is_empty() {
+                write!(f, "{}: ", e.key)?;
+            }
+            f.write_str(&e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Validates cross-references and formats; `text` is the source, used to find lines.
+pub fn validate(c: &Config, text: &str) -> Result<(), ConfigErrors> {
+    let mut errs = Vec::new();
+    let mut err = |path: &[&str], msg: String| {
+        errs.push(ConfigError {
+            key: path.join("."),
+            line: locate(text, path),
+            message: msg,
+        });
+    };
+    if c.listen.parse::<SocketAddr>().is_err() {
+        err(
+            &["listen"],
+            format!(
+                "{:?} is not an address like 0.0.0.0:5000 or [::]:5000",
+                c.listen
+            ),
+        );
+    }
+    check_upstreams(c, &mut err);
+    if c.storage.fs.is_some() && c.storage.s3.is_some() {
+        err(
+            &["storage"],
+            "set either storage.fs or storage.s3, not both".into(),
+        );
+    }
+    if c.storage.s3.as_ref().is_some_and(|s3| s3.bucket.is_empty()) {
+        err(
+            &["storage", "s3", "bucket"],
+            "an S3 bucket name is required".into(),
+        );
+    }
+    if c.storage.max_size.0 == 0 {
+        err(&["storage", "max_size"], "must be greater than zero".into());
+    }
+    for (i, pattern) in c.cache.immutable_tags.iter().enumerate() {
+        if let Err(e) = regex::Regex::new(pattern) {
+            err(
+                &["cache", "immutable_tags"],
+                format!(
+                    "pattern #{} {pattern:?} is not a regular expression: {e}",
+                    i + 1
+                ),
+            );
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        errs.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        Err(ConfigErrors {
+            file: None,
+            errors: errs,
+        })
+    }
+}
+
+fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
+    let mut names: Vec<&str> = Vec::new();
+    for (name, u) in &c.upstreams {
+        if !is_registry_name(name) {
+            err(
+                &["upstreams", name],
+                format!("{name:?} is not a registry name (lower-case host[:port], e.g. ghcr.io)"),
+            );
+        }
+        names.push(name);
+        let url = u.base_url(name);
+        if let Err(m) = check_url(&url) {
+            err(&["upstreams", name, "url"], m);
+        }
+        for m in &u.mirrors {
+            if let Err(msg) = check_url(m) {
+                err(&["upstreams", name, "mirrors"], msg);
+            }
+        }
+        for a in &u.aliases {
+            if !is_registry_name(a) {
+                err(
+                    &["upstreams", name, "aliases"],
+                    format!("alias {a:?} is not a registry name"),
+                );
+            }
+            names.push(a);
+        }
+        if u.password.is_some() && u.username.is_none() {
+            err(
+                &["upstreams", name, "password"],
+                "a password needs a username".into(),
+            );
+        }
+    }
+    names.sort_unstable();
+    for w in names.windows(2) {
+        if w[0] == w[1] {
+            err(
+                &["upstreams"],
+                format!(
+                    "{:?} is both an upstream name and an alias, or an alias twice",
+                    w[0]
+                ),
+            );
+        }
+    }
+    let known = |n: &str| names.binary_search(&n).is_ok();
+    if !known(&c.default_upstream) {
+        err(
+            &["default_upstream"],
+            format!(
+                "{:?} is not one of the configured upstreams",
+                c.default_upstream
+            ),
+        );
+    }
+    for (host, target) in &c.hosts {
+        if !known(target) {
+            err(
+                &["hosts", host],
+                format!("{target:?} is not one of the configured upstreams"),
+            );
+        }
+    }
+}
+
+/// Lower-case `host[:port]`.
+pub fn is_registry_name(s: &str) -> bool {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0))
+}
+
+fn check_url(u: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(u).map_err(|e| format!("{u:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "{u:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{u:?} must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+/// Best-effort line of a block-style key path in YAML text (1-based).
+pub fn locate(text: &str, path: &[&str]) -> Option<usize> {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut best = None;
+    for (i, line) in text.lines().enumerate() {
+        let content = line.trim_start();
+        if content.is_empty() || content.starts_with('#') || content.starts_with('-') {
+            continue;
+        }
+        let indent = line.len() - content.len();
+        let Some(key) = yaml_key(content) else {
+            continue;
+        };
+        while stack.last().is_some_and(|(ind, _)| *ind >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key));
+        let depth = stack.len().min(path.len());
+        if stack.len() <= path.len() && stack.iter().zip(path).all(|((_, k), p)| k == p) {
+            if depth == path.len() {
+                return Some(i + 1);
+            }
+            best = Some(i + 1);
+        }
+    }
+    best
+}
+
+fn yaml_key(content: &str) -> Option<String> {
+    let (k, _) = content.split_once(':')?;
+    let k = k.trim().trim_matches(|c| c == '"' || c == '\'');
+    (!k.is_empty() && !k.contains(' ')).then(|| k.to_owned())
+}

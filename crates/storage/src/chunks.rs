@@ -1,0 +1,229 @@
+//! Reads a file as a stream of large chunks, optionally following it while it grows.
+//!
+//! Used for both cached blobs (a finished file) and downloads in progress (a spool file that a
+//! fill task is still writing: the reader waits on a [`Progress`] channel for more bytes). Reads
+//! are positional (`pread`) on a shared file handle, in chunks of [`CHUNK`] bytes, into a buffer
+//! that is reused once the previous chunk has been sent, so a download costs a fixed, small
+//! amount of memory whatever the blob size.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::watch;
+
+use crate::ByteStream;
+
+/// Bytes read per chunk.
+pub const CHUNK: usize = 512 * 1024;
+
+/// How far a growing file has been written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// This many bytes are written and readable.
+    Growing(u64),
+    /// The file is complete and verified.
+    Done,
+    /// The download failed; readers must stop with this error.
+    Failed(Arc<str>),
+}
+
+/// A chunked reader over `[offset, offset + len)` of a file.
+pub struct ChunkReader {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+    progress: Option<watch::Receiver<Progress>>,
+    buf: BytesMut,
+    chunk: usize,
+}
+
+impl ChunkReader {
+    /// A reader of a complete file.
+    pub fn new(file: Arc<File>, offset: u64, len: u64) -> Self {
+        ChunkReader {
+            file,
+            pos: offset,
+            end: offset + len,
+            progress: None,
+            buf: BytesMut::new(),
+            chunk: CHUNK,
+        }
+    }
+
+    /// A reader of a file that is still being written, as reported by `progress`.
+    pub fn growing(
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+        progress: watch::Receiver<Progress>,
+    ) -> Self {
+        ChunkReader {
+            progress: Some(progress),
+            ..Self::new(file, offset, len)
+        }
+    }
+
+    /// Overrides the chunk size.
+    pub fn with_chunk(mut self, chunk: usize) -> Self {
+        self.chunk = chunk.max(4096);
+        self
+    }
+
+    /// The bytes as a stream.
+    pub fn into_stream(self) -> ByteStream {
+        stream::unfold(self, |mut r| async move {
+            match r.next_chunk().await {
+                Ok(Some(b)) => Some((Ok(b), r)),
+                Ok(None) => None,
+                Err(e) => {
+                    r.end = r.pos; // end the stream after the error
+                    Some((Err(e), r))
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let available = self.wait_available().await?;
+        let want = (available.min(self.end) - self.pos).min(self.chunk as u64) as usize;
+        self.buf.reserve(want);
+        let mut buf = std::mem::take(&mut self.buf);
+        let (file, pos) = (self.file.clone(), self.pos);
+        let (buf, res) = tokio::task::spawn_blocking(move || {
+            let res = read_exact_at(&file, &mut buf, want, pos);
+            (buf, res)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        self.buf = buf;
+        res?;
+        self.pos += want as u64;
+        Ok(Some(self.buf.split().freeze()))
+    }
+
+    /// Waits until some bytes past `pos` are readable; returns the readable end.
+    async fn wait_available(&mut self) -> io::Result<u64> {
+        let Some(rx) = self.progress.as_mut() else {
+            return Ok(self.end);
+        };
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                Progress::Done => return Ok(self.end),
+                Progress::Failed(msg) => return Err(io::Error::other(msg.to_string())),
+                Progress::Growing(n) if n > self.pos => return Ok(n),
+                Progress::Growing(_) => {}
+            }
+            if rx.changed().await.is_err() {
+                // The writer is gone without saying Done: treat as failure.
+                return Err(io::Error::other("download ended without completing"));
+            }
+        }
+    }
+}
+
+fn read_exact_at(file: &File, buf: &mut BytesMut, want: usize, pos: u64) -> io::Result<()> {
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let mut done = 0;
+    while done < want {
+        let n = file.read_at(&mut buf[start + done..start + want], pos + done as u64)?;
+        if n == 0 {
+            buf.truncate(start);
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file is shorter than expected",
+            ));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    async fn collect(s: ByteStream) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut s = s;
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn reads_ranges_in_chunks() {
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        let f = Arc::new(f);
+        let all = collect(
+            ChunkReader::new(f.clone(), 0, 100_000)
+                .with_chunk(4096)
+                .into_stream(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(all, data);
+        let part = collect(ChunkReader::new(f.clone(), 10, 50).into_stream())
+            .await
+            .unwrap();
+        assert_eq!(part, &data[10..60]);
+        let short = collect(ChunkReader::new(f, 0, 200_000).into_stream()).await;
+        assert!(
+            short.is_err(),
+            "reading past EOF must fail, not return short data"
+        );
+    }
+
+    #[tokio::test]
+    async fn follows_a_growing_file() {
+        let path = tempfile::NamedTempFile::new().unwrap();
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path.path())
+            .unwrap();
+        let r = Arc::new(File::open(path.path()).unwrap());
+        let (tx, rx) = watch::channel(Progress::Growing(0));
+        let reader = tokio::spawn(collect(ChunkReader::growing(r, 0, 30, rx).into_stream()));
+        for i in 0..3u8 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            w.write_all(&[i; 10]).unwrap();
+            tx.send(Progress::Growing(10 * (i as u64 + 1))).unwrap();
+        }
+        tx.send(Progress::Done).unwrap();
+        let got = reader.await.unwrap().unwrap();
+        assert_eq!(got, [[0u8; 10], [1; 10], [2; 10]].concat());
+    }
+
+    #[tokio::test]
+    async fn reports_failure_to_followers() {
+        let path = tempfile::NamedTempFile::new().unwrap();
+        let r = Arc::new(File::open(path.path()).unwrap());
+        let (tx, rx) = watch::channel(Progress::Growing(0));
+        let reader = tokio::spawn(collect(ChunkReader::growing(r, 0, 10, rx).into_stream()));
+        tx.send(Progress::Failed("digest mismatch".into())).unwrap();
+        let err = reader.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("digest mismatch"));
+        let path2 = tempfile::NamedTempFile::new().unwrap();
+        let r2 = Arc::new(File::open(path2.path()).unwrap());
+        let (tx2, rx2) = watch::channel(Progress::Growing(0));
+        drop(tx2);
+        assert!(
+            collect(ChunkReader::growing(r2, 0, 10, rx2).into_stream())
+                .await
+                .is_err()
+        );
+    }
+}

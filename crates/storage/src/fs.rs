@@ -1,0 +1,321 @@
+//! The local-disk backend (layout in [`crate::paths`]).
+//!
+//! Durability rule: a file becomes visible under its final name only by `rename` from a fully
+//! written and fsync'ed temporary file in the same file system, followed by an fsync of the
+//! directory. Blob files are never modified in place, only unlinked, so readers holding an
+//! open handle are never disturbed by eviction.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferry_oci::Digest;
+
+use crate::chunks::ChunkReader;
+use crate::paths;
+use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, Result, StorageError, check_key};
+
+/// Blobs and metadata in a directory on local disk.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    /// Opens (creating) a store under `root` and removes spool files left by a crash.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for dir in [
+            root.join("blobs"),
+            paths::meta_dir(&root),
+            paths::spool_dir(&root),
+        ] {
+            std::fs::create_dir_all(&dir)?;
+        }
+        let store = FsStore { root };
+        store.clear_spool()?;
+        Ok(store)
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn clear_spool(&self) -> Result<()> {
+        for entry in std::fs::read_dir(paths::spool_dir(&self.root))? {
+            let path = entry?.path();
+            if path.is_file() {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn meta_path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(paths::meta_dir(&self.root).join(key))
+    }
+
+    /// Writes `bytes` to `dest` atomically (temp file, fsync, rename, fsync dir).
+    fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+        let tmp = temp_path(&paths::spool_dir(&self.root));
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            publish(&tmp, dest)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// A fresh, unique spool file name in `dir`.
+pub fn temp_path(dir: &Path) -> PathBuf {
+    let n: u64 = rand::random();
+    dir.join(format!("{n:016x}.part"))
+}
+
+/// Moves a complete, fsync'ed file to `dest`, creating parents and syncing the directory.
+fn publish(tmp: &Path, dest: &Path) -> io::Result<()> {
+    let parent = dest.parent().expect("destination has a parent");
+    std::fs::create_dir_all(parent)?;
+    std::fs::rename(tmp, dest)?;
+    File::open(parent)?.sync_all()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Backend(e.to_string()))?
+        .map_err(StorageError::Io)
+}
+
+fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsStore {
+    fn kind(&self) -> &'static str {
+        "fs"
+    }
+
+    async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        let path = paths::blob_path(&self.root, digest);
+        let meta = not_found_as_none(tokio::fs::metadata(&path).await)?;
+        Ok(meta.map(|m| BlobInfo { size: m.len() }))
+    }
+
+    async fn open(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Option<BlobBody>> {
+        let path = paths::blob_path(&self.root, digest);
+        let opened = blocking(move || {
+            not_found_as_none(File::open(&path)).and_then(|f| match f {
+                Some(f) => Ok(Some((f.metadata()?.len(), f))),
+                None => Ok(None),
+            })
+        })
+        .await?;
+        let Some((size, file)) = opened else {
+            return Ok(None);
+        };
+        let len = len
+            .unwrap_or(size.saturating_sub(offset))
+            .min(size.saturating_sub(offset));
+        let stream = ChunkReader::new(Arc::new(file), offset, len).into_stream();
+        Ok(Some(BlobBody { size, stream }))
+    }
+
+    async fn read_all(&self, digest: &Digest) -> Result<Option<Bytes>> {
+        let path = paths::blob_path(&self.root, digest);
+        Ok(not_found_as_none(tokio::fs::read(&path).await)?.map(Bytes::from))
+    }
+
+    async fn put_verified(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
+        let dest = paths::blob_path(&self.root, digest);
+        let this = self.clone();
+        blocking(move || this.write_atomic(&dest, &bytes)).await
+    }
+
+    async fn ingest(&self, digest: &Digest, spool: &Path) -> Result<()> {
+        let dest = paths::blob_path(&self.root, digest);
+        let spool = spool.to_owned();
+        blocking(move || {
+            let r = publish(&spool, &dest);
+            if r.is_err() {
+                let _ = std::fs::remove_file(&spool);
+            }
+            r
+        })
+        .await
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        let path = paths::blob_path(&self.root, digest);
+        not_found_as_none(tokio::fs::remove_file(&path).await)?;
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<BlobEntry>> {
+        let root = self.root.join("blobs");
+        blocking(move || list_blobs(&root)).await
+    }
+
+    async fn touch(&self, digests: &[Digest], when: SystemTime) -> Result<()> {
+        let paths: Vec<PathBuf> = digests
+            .iter()
+            .map(|d| paths::blob_path(&self.root, d))
+            .collect();
+        blocking(move || {
+            for p in paths {
+                if let Some(f) = not_found_as_none(File::options().write(true).open(&p))? {
+                    f.set_modified(when)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Bytes>> {
+        let path = self.meta_path(key)?;
+        Ok(not_found_as_none(tokio::fs::read(&path).await)?.map(Bytes::from))
+    }
+
+    async fn put_meta(&self, key: &str, value: Bytes) -> Result<()> {
+        let dest = self.meta_path(key)?;
+        let this = self.clone();
+        blocking(move || this.write_atomic(&dest, &value)).await
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<()> {
+        let path = self.meta_path(key)?;
+        not_found_as_none(tokio::fs::remove_file(&path).await)?;
+        Ok(())
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<String>> {
+        let base = paths::meta_dir(&self.root);
+        let prefix = prefix.to_owned();
+        blocking(move || {
+            let mut out = Vec::new();
+            walk_files(&base, &base, &mut out)?;
+            out.retain(|k: &String| k.starts_with(&prefix));
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        paths::spool_dir(&self.root)
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        let this = self.clone();
+        blocking(move || {
+            let probe = temp_path(&paths::spool_dir(&this.root));
+            std::fs::write(&probe, b"ok")?;
+            std::fs::remove_file(&probe)
+        })
+        .await
+    }
+}
+
+fn list_blobs(root: &Path) -> io::Result<Vec<BlobEntry>> {
+    let mut out = Vec::new();
+    let Some(algos) = not_found_as_none(std::fs::read_dir(root))? else {
+        return Ok(out);
+    };
+    for algo in algos {
+        let algo = algo?;
+        let algo_name = algo.file_name().to_string_lossy().into_owned();
+        for shard in std::fs::read_dir(algo.path())? {
+            for file in std::fs::read_dir(shard?.path())? {
+                let file = file?;
+                let name = file.file_name().to_string_lossy().into_owned();
+                let Ok(digest) = Digest::parse(&format!("{algo_name}:{name}")) else {
+                    continue;
+                };
+                let meta = file.metadata()?;
+                let last_access = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                out.push(BlobEntry {
+                    digest,
+                    size: meta.len(),
+                    last_access,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn walk_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
+    let Some(entries) = not_found_as_none(std::fs::read_dir(dir))? else {
+        return Ok(());
+    };
+    for e in entries {
+        let e = e?;
+        let path = e.path();
+        if e.file_type()?.is_dir() {
+            walk_files(base, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(base) {
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fs_store_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        crate::testsuite::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn start_up_removes_crash_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let leftover = temp_path(&store.spool_dir());
+        std::fs::write(&leftover, b"half a blob").unwrap();
+        let _again = FsStore::open(dir.path()).unwrap();
+        assert!(!leftover.exists());
+    }
+
+    #[tokio::test]
+    async fn meta_keys_cannot_escape_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path().join("cache")).unwrap();
+        for key in ["../x", "a/../../x", "/etc/passwd", "", "a//b", "a/./b"] {
+            assert!(
+                store.put_meta(key, Bytes::from_static(b"x")).await.is_err(),
+                "{key}"
+            );
+            assert!(store.get_meta(key).await.is_err(), "{key}");
+        }
+        assert!(!dir.path().join("x").exists());
+    }
+}
