@@ -1,0 +1,303 @@
+//! # ferry-metrics: every metric, defined once
+//!
+//! One [`Metrics`] value owns a Prometheus registry and every metric family ferry exports; it
+//! is created at start-up and passed (in an `Arc`) to the parts that record, so there is no
+//! global state and tests can build their own. Names follow Prometheus conventions: `ferry_`
+//! prefix, `_total` for counters, base units (`_seconds`, `_bytes`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Endpoint family: base, manifest, blob, tags, referrers, token, metrics, health, other.
+    pub route: &'static str,
+    /// HTTP method.
+    pub method: &'static str,
+    /// Status code.
+    pub status: u16,
+    /// Upstream registry, or empty.
+    pub upstream: String,
+}
+
+/// Labels naming an upstream and a content kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Upstream registry.
+    pub upstream: String,
+    /// manifest, blob, tag, tags, referrers, token.
+    pub kind: &'static str,
+}
+
+/// Labels of an upstream response.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// Upstream registry.
+    pub upstream: String,
+    /// What was asked: manifest, manifest_head, blob, tags, referrers, token.
+    pub kind: &'static str,
+    /// Status code, or 0 when no response arrived.
+    pub status: u16,
+}
+
+/// Labels naming only an upstream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamOnly {
+    /// Upstream registry.
+    pub upstream: String,
+}
+
+/// Labels of bytes served.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServedLabels {
+    /// Upstream registry.
+    pub upstream: String,
+    /// cache (a hit) or upstream (a miss streamed through).
+    pub source: &'static str,
+}
+
+/// Labels with a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// Every metric ferry exports.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests answered.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// HTTP request latency until the response head.
+    pub http_duration: Family<KindLabels, Histogram>,
+    /// Body bytes sent to clients.
+    pub served_bytes: Family<ServedLabels, Counter>,
+    /// Cache hits.
+    pub cache_hits: Family<KindLabels, Counter>,
+    /// Cache misses.
+    pub cache_misses: Family<KindLabels, Counter>,
+    /// Tag revalidations against the upstream.
+    pub revalidations: Family<UpstreamOnly, Counter>,
+    /// Stale answers served because the upstream failed.
+    pub stale_served: Family<UpstreamOnly, Counter>,
+    /// Requests sent upstream, by response status.
+    pub upstream_requests: Family<UpstreamLabels, Counter>,
+    /// Upstream latency until the response head.
+    pub upstream_duration: Family<KindLabels, Histogram>,
+    /// Bytes downloaded from upstreams.
+    pub upstream_bytes: Family<UpstreamOnly, Counter>,
+    /// Requests that joined a download already in progress.
+    pub coalesced_waiters: Family<UpstreamOnly, Counter>,
+    /// Downloads in progress.
+    pub inflight_fills: Gauge,
+    /// Failed downloads (digest mismatch, cut connection, ...).
+    pub fill_failures: Family<ReasonLabels, Counter>,
+    /// Bytes stored in the cache.
+    pub storage_bytes: Gauge,
+    /// Blobs evicted to stay under `storage.max_size`.
+    pub evictions: Counter,
+    /// Bytes evicted.
+    pub evicted_bytes: Counter,
+    /// Requests refused by access control, by reason.
+    pub rejected: Family<ReasonLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.5, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+            served_bytes: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            revalidations: Family::default(),
+            stale_served: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            upstream_bytes: Family::default(),
+            coalesced_waiters: Family::default(),
+            inflight_fills: Gauge::default(),
+            fill_failures: Family::default(),
+            storage_bytes: Gauge::default(),
+            evictions: Counter::default(),
+            evicted_bytes: Counter::default(),
+            rejected: Family::default(),
+        };
+        m.register_all();
+        m
+    }
+
+    fn register_all(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "ferry_http_requests",
+            "HTTP requests answered",
+            self.http_requests.clone(),
+        );
+        r.register(
+            "ferry_http_request_duration_seconds",
+            "Time from request to response head, by route kind",
+            self.http_duration.clone(),
+        );
+        r.register(
+            "ferry_served_bytes",
+            "Body bytes sent to clients",
+            self.served_bytes.clone(),
+        );
+        r.register(
+            "ferry_cache_hits",
+            "Requests answered from the cache",
+            self.cache_hits.clone(),
+        );
+        r.register(
+            "ferry_cache_misses",
+            "Requests that needed the upstream",
+            self.cache_misses.clone(),
+        );
+        r.register(
+            "ferry_cache_revalidations",
+            "Tag revalidations sent upstream",
+            self.revalidations.clone(),
+        );
+        r.register(
+            "ferry_cache_stale_served",
+            "Cached answers served because the upstream failed",
+            self.stale_served.clone(),
+        );
+        r.register(
+            "ferry_upstream_requests",
+            "Requests sent to upstreams",
+            self.upstream_requests.clone(),
+        );
+        r.register(
+            "ferry_upstream_request_duration_seconds",
+            "Upstream time to response head",
+            self.upstream_duration.clone(),
+        );
+        r.register(
+            "ferry_upstream_received_bytes",
+            "Bytes downloaded from upstreams",
+            self.upstream_bytes.clone(),
+        );
+        r.register(
+            "ferry_coalesced_waiters",
+            "Requests that joined a download already in progress",
+            self.coalesced_waiters.clone(),
+        );
+        r.register(
+            "ferry_inflight_fills",
+            "Upstream downloads in progress",
+            self.inflight_fills.clone(),
+        );
+        r.register(
+            "ferry_fill_failures",
+            "Failed upstream downloads",
+            self.fill_failures.clone(),
+        );
+        r.register(
+            "ferry_storage_used_bytes",
+            "Bytes in the cache",
+            self.storage_bytes.clone(),
+        );
+        r.register(
+            "ferry_storage_evictions",
+            "Blobs evicted by the size limit",
+            self.evictions.clone(),
+        );
+        r.register(
+            "ferry_storage_evicted_bytes",
+            "Bytes evicted by the size limit",
+            self.evicted_bytes.clone(),
+        );
+        r.register(
+            "ferry_rejected_requests",
+            "Requests refused by access control",
+            self.rejected.clone(),
+        );
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("metrics encode");
+        out
+    }
+
+    /// Counts an upstream response (status 0: no response).
+    pub fn upstream_request(&self, upstream: &str, kind: &'static str, status: u16, secs: f64) {
+        self.upstream_requests
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+                kind,
+                status,
+            })
+            .inc();
+        self.upstream_duration
+            .get_or_create(&KindLabels {
+                upstream: upstream.to_owned(),
+                kind,
+            })
+            .observe(secs);
+    }
+
+    /// Counts a cache hit or miss.
+    pub fn cache(&self, upstream: &str, kind: &'static str, hit: bool) {
+        let family = if hit {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
+        family
+            .get_or_create(&KindLabels {
+                upstream: upstream.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Counts an event labelled by upstream only.
+    pub fn per_upstream(family: &Family<UpstreamOnly, Counter>, upstream: &str, n: u64) {
+        family
+            .get_or_create(&UpstreamOnly {
+                upstream: upstream.to_owned(),
+            })
+            .inc_by(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.cache("docker.io", "blob", true);
+        m.upstream_request("docker.io", "blob", 200, 0.01);
+        let text = m.render();
+        assert!(
+            text.contains("ferry_cache_hits_total{upstream=\"docker.io\",kind=\"blob\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("ferry_upstream_requests_total{upstream=\"docker.io\",kind=\"blob\",status=\"200\"} 1"), "{text}");
+        assert!(text.contains("# TYPE ferry_inflight_fills gauge"), "{text}");
+    }
+}

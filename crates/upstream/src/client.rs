@@ -1,0 +1,389 @@
+//! The request loop of one upstream: endpoints in order (mirrors, then the registry itself),
+//! accounts round-robin with 429 back-off, the 401 challenge answered once per attempt, and
+//! redirects followed by hand so that no `Authorization` header ever leaves for another host.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ferry_metrics::Metrics;
+use ferry_oci::ErrorCode;
+use futures_util::StreamExt;
+use http::{Method, StatusCode, header};
+use reqwest::Response;
+
+use crate::accounts::AccountPool;
+use crate::challenge::{self, Challenge};
+use crate::endpoint::Endpoint;
+use crate::error::{UpstreamError, parse_oci_error, retry_after};
+use crate::token::{Token, TokenCache, TokenResponse};
+
+/// Requests other than blob downloads must finish within this time.
+pub const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Redirect hops followed at most.
+const MAX_REDIRECTS: usize = 5;
+/// Largest error body read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// One request to make against whichever endpoint answers.
+pub struct Op<'a> {
+    /// GET or HEAD.
+    pub method: Method,
+    /// Path after `/v2/<prefix>`, starting with the repository.
+    pub tail: String,
+    /// Repository (without prefix), for the token scope.
+    pub repo: &'a str,
+    /// Metric label and default 404 code selector.
+    pub kind: &'static str,
+    /// `Accept` header.
+    pub accept: Option<&'static str>,
+    /// `Range: bytes=<n>-` for resumed blob downloads.
+    pub range_from: Option<u64>,
+    /// Whole-request timeout (None for blob bodies).
+    pub timeout: Option<Duration>,
+}
+
+/// Everything one upstream needs to make requests.
+pub struct Client {
+    pub(crate) name: String,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) accounts: AccountPool,
+    pub(crate) challenges: Vec<Mutex<Option<Challenge>>>,
+    pub(crate) tokens: TokenCache,
+    pub(crate) realm_hosts: Vec<String>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Client {
+    /// Sends `op` to each endpoint in turn until one answers with success.
+    pub async fn send(&self, op: &Op<'_>) -> Result<Response, UpstreamError> {
+        let last = self.endpoints.len() - 1;
+        for ep in 0..=last {
+            match self.send_to(ep, op).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if ep < last => {
+                    tracing::debug!(upstream = %self.name, endpoint = %self.endpoints[ep].origin, error = %e, "mirror failed, trying next endpoint");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("an upstream has at least one endpoint")
+    }
+
+    async fn send_to(&self, ep: usize, op: &Op<'_>) -> Result<Response, UpstreamError> {
+        let mut tried = Vec::new();
+        let mut account = self
+            .accounts
+            .pick(&tried)
+            .ok_or_else(|| self.rate_limited(None))?;
+        let mut challenged = false;
+        loop {
+            let auth = self.auth_header(ep, account, op.repo).await?;
+            let resp = self.execute(ep, op, auth).await?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                return self.follow(resp, op).await;
+            }
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                self.learn_challenge(ep, account, op.repo, &resp).await?;
+                continue;
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let wait = retry_after(resp.headers());
+                self.accounts.rest(account, wait);
+                tried.push(account);
+                tracing::warn!(upstream = %self.name, account, ?wait, "upstream rate-limited this account");
+                match self.accounts.pick(&tried) {
+                    Some(next) => {
+                        account = next;
+                        challenged = false;
+                        continue;
+                    }
+                    None => {
+                        return Err(self.rate_limited(wait.or(self.accounts.soonest_available())));
+                    }
+                }
+            }
+            return Err(self.error_from(resp, op.kind).await);
+        }
+    }
+
+    async fn execute(
+        &self,
+        ep: usize,
+        op: &Op<'_>,
+        auth: Option<String>,
+    ) -> Result<Response, UpstreamError> {
+        let url = self.endpoints[ep].url(&op.tail);
+        let mut req = self.http.request(op.method.clone(), &url);
+        if let Some(a) = op.accept {
+            req = req.header(header::ACCEPT, a);
+        }
+        if let Some(from) = op.range_from.filter(|&n| n > 0) {
+            req = req.header(header::RANGE, format!("bytes={from}-"));
+        }
+        if let Some(t) = op.timeout {
+            req = req.timeout(t);
+        }
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        self.timed(op.kind, req).await
+    }
+
+    async fn timed(
+        &self,
+        kind: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Response, UpstreamError> {
+        let start = Instant::now();
+        let result = req.send().await;
+        let secs = start.elapsed().as_secs_f64();
+        let status = result.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+        self.metrics
+            .upstream_request(&self.name, kind, status, secs);
+        result.map_err(|e| self.unreachable(&e))
+    }
+
+    /// Follows a redirect chain without credentials (blob downloads from a CDN or bucket).
+    async fn follow(&self, mut resp: Response, op: &Op<'_>) -> Result<Response, UpstreamError> {
+        for _ in 0..MAX_REDIRECTS {
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| self.invalid("redirect without a Location header"))?;
+            let target = resp
+                .url()
+                .join(location)
+                .map_err(|e| self.invalid(&format!("bad redirect Location {location:?}: {e}")))?;
+            if !matches!(target.scheme(), "http" | "https") {
+                return Err(self.invalid("redirect to a non-HTTP URL"));
+            }
+            let mut req = self.http.request(op.method.clone(), target);
+            if let Some(from) = op.range_from.filter(|&n| n > 0) {
+                req = req.header(header::RANGE, format!("bytes={from}-"));
+            }
+            if let Some(t) = op.timeout {
+                req = req.timeout(t);
+            }
+            resp = self.timed("redirect", req).await?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            if !status.is_redirection() {
+                return Err(self.error_from(resp, op.kind).await);
+            }
+        }
+        Err(self.invalid("too many redirects"))
+    }
+
+    async fn learn_challenge(
+        &self,
+        ep: usize,
+        account: usize,
+        repo: &str,
+        resp: &Response,
+    ) -> Result<(), UpstreamError> {
+        let values = resp.headers().get_all(header::WWW_AUTHENTICATE);
+        let parsed = challenge::parse(values.iter().filter_map(|v| v.to_str().ok()));
+        let Some(ch) = parsed else {
+            return Err(self.unauthorized("401 without a usable WWW-Authenticate challenge"));
+        };
+        if ch == Challenge::Basic && self.accounts.get(account).is_none() {
+            return Err(self
+                .unauthorized("the upstream requires a login and no credentials are configured"));
+        }
+        let scope = self.scope(ep, repo);
+        self.tokens.invalidate(&(ep, account, scope)).await;
+        *self.challenges[ep].lock().expect("challenge lock") = Some(ch);
+        Ok(())
+    }
+
+    fn scope(&self, ep: usize, repo: &str) -> String {
+        format!("repository:{}:pull", self.endpoints[ep].repository(repo))
+    }
+
+    /// The `Authorization` value for a request, fetching a token if the endpoint uses the
+    /// token flow and none is cached.
+    async fn auth_header(
+        &self,
+        ep: usize,
+        account: usize,
+        repo: &str,
+    ) -> Result<Option<String>, UpstreamError> {
+        let known = self.challenges[ep].lock().expect("challenge lock").clone();
+        match known {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(self
+                .accounts
+                .get(account)
+                .map(|a| basic(&a.username, a.password.expose()))),
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let key = (ep, account, self.scope(ep, repo));
+                for _ in 0..2 {
+                    let fetch = self.fetch_token(ep, account, &realm, service.as_deref(), &key.2);
+                    let token = self
+                        .tokens
+                        .try_get_with(key.clone(), fetch)
+                        .await
+                        .map_err(|e| (*e).clone())?;
+                    if token.is_fresh() {
+                        return Ok(Some(format!("Bearer {}", token.value)));
+                    }
+                    self.tokens.invalidate(&key).await;
+                }
+                Err(self.invalid("token service issued an already expired token"))
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        ep: usize,
+        account: usize,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<Arc<Token>, UpstreamError> {
+        let mut url = url::Url::parse(realm)
+            .map_err(|e| self.invalid(&format!("bad token realm {realm:?}: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", scope);
+        }
+        let mut req = self.http.get(url).timeout(SHORT_TIMEOUT);
+        let host = &self.endpoints[ep].host;
+        if let Some(a) = self.accounts.get(account) {
+            if challenge::realm_may_receive_credentials(host, realm, &self.realm_hosts) {
+                req = req.header(
+                    header::AUTHORIZATION,
+                    basic(&a.username, a.password.expose()),
+                );
+            } else {
+                tracing::warn!(upstream = %self.name, realm, "token realm is not on the registry's site; asking for an anonymous token");
+            }
+        }
+        let resp = self.timed("token", req).await?;
+        if !resp.status().is_success() {
+            return Err(self.error_from(resp, "token").await);
+        }
+        let body: TokenResponse = resp
+            .json()
+            .await
+            .map_err(|e| self.invalid(&format!("token response is not JSON: {e}")))?;
+        body.into_token()
+            .map(Arc::new)
+            .ok_or_else(|| self.invalid("token response has no token"))
+    }
+
+    /// Turns an error response into an [`UpstreamError`], reading a bounded body.
+    pub async fn error_from(&self, resp: Response, kind: &'static str) -> UpstreamError {
+        let status = resp.status();
+        let wait = retry_after(resp.headers());
+        let body = read_limited(resp, MAX_ERROR_BODY).await;
+        let (code, message) = parse_oci_error(&body).unwrap_or((
+            None,
+            String::from_utf8_lossy(&body)
+                .trim()
+                .chars()
+                .take(200)
+                .collect(),
+        ));
+        let name = self.name.clone();
+        match status {
+            StatusCode::NOT_FOUND => UpstreamError::NotFound {
+                code: code.unwrap_or(match kind {
+                    "blob" | "blob_head" => ErrorCode::BlobUnknown,
+                    "tags" => ErrorCode::NameUnknown,
+                    _ => ErrorCode::ManifestUnknown,
+                }),
+                message: if message.is_empty() {
+                    "not found upstream".into()
+                } else {
+                    message
+                },
+            },
+            StatusCode::UNAUTHORIZED => UpstreamError::Unauthorized {
+                upstream: name,
+                message,
+            },
+            StatusCode::FORBIDDEN => UpstreamError::Denied {
+                upstream: name,
+                message,
+            },
+            StatusCode::TOO_MANY_REQUESTS => self.rate_limited(wait),
+            s => UpstreamError::Status {
+                upstream: name,
+                status: s.as_u16(),
+                message,
+            },
+        }
+    }
+
+    pub(crate) fn invalid(&self, message: &str) -> UpstreamError {
+        UpstreamError::Invalid {
+            upstream: self.name.clone(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn unauthorized(&self, message: &str) -> UpstreamError {
+        UpstreamError::Unauthorized {
+            upstream: self.name.clone(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn rate_limited(&self, retry_after: Option<Duration>) -> UpstreamError {
+        UpstreamError::RateLimited {
+            upstream: self.name.clone(),
+            retry_after,
+        }
+    }
+
+    pub(crate) fn unreachable(&self, e: &reqwest::Error) -> UpstreamError {
+        let mut message = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            src = s.source();
+        }
+        UpstreamError::Unreachable {
+            upstream: self.name.clone(),
+            message,
+        }
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let raw = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// Reads at most `limit` bytes of a body (the rest is dropped with the connection).
+pub async fn read_limited(resp: Response, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = limit - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out
+}
