@@ -1,0 +1,684 @@
+//! The input of every generator: where ferry is ([`Endpoint`]) and which registries it
+//! serves ([`Target`], [`Upstream`]), validated once and turned into a [`Plan`] that the
+//! per-client modules render.
+//!
+//! Names are registry names as clients write them in image references (`docker.io`,
+//! `ghcr.io`, `registry.k8s.io:443`), checked strictly because they become directory names
+//! under `certs.d/` when the configuration is written to disk.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::Error;
+
+/// Docker Hub's name in image references.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// Where Docker Hub's registry API really is (what clients use for `docker.io`).
+pub const DOCKER_HUB_SERVER: &str = "https://registry-1.docker.io";
+
+/// Names that clients use for Docker Hub besides `docker.io`.
+const DOCKER_HUB_ALIASES: [&str; 2] = ["index.docker.io", "registry-1.docker.io"];
+
+/// Whether `name` is one of Docker Hub's names (`docker.io`, `index.docker.io`,
+/// `registry-1.docker.io`).
+pub fn is_docker_hub(name: &str) -> bool {
+    name == DOCKER_HUB || DOCKER_HUB_ALIASES.contains(&name)
+}
+
+/// An `http://` or `https://` origin: scheme, host and optional port, with no path, query,
+/// fragment or credentials. Used for ferry's own address and for fallback servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    plain_http: bool,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Endpoint {
+    /// Parses and checks an endpoint URL such as `https://mirror.example.com` or
+    /// `http://10.0.0.5:5000`. A trailing `/` is accepted; anything else after the
+    /// authority is an error, because ferry serves the registry API at `/v2/` of its root.
+    pub fn parse(input: &str) -> Result<Self, Error> {
+        let bad = |reason: &str| Error::InvalidUrl {
+            url: input.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let trimmed = input.trim();
+        if !trimmed.contains("://") {
+            return Err(bad(
+                "no scheme: write http://HOST:PORT (plain HTTP) or https://HOST[:PORT] (TLS)",
+            ));
+        }
+        let url = url::Url::parse(trimmed).map_err(|e| bad(&e.to_string()))?;
+        let plain_http = match url.scheme() {
+            "http" => true,
+            "https" => false,
+            other => return Err(bad(&format!("scheme {other:?} is not http or https"))),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(
+                "credentials do not belong in the URL: clients log in with `docker login` or \
+                 their own credential files",
+            ));
+        }
+        if url.path() != "/" && !url.path().is_empty() {
+            return Err(bad(
+                "a path is not allowed: ferry serves the registry API at /v2/ of its root \
+                 (Docker rejects mirror URLs with a path, and containerd would append /v2 to it)",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("a query or fragment is not allowed"));
+        }
+        let host = match url.host_str() {
+            Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
+            _ => return Err(bad("no host")),
+        };
+        Ok(Endpoint {
+            plain_http,
+            host,
+            port: url.port(),
+        })
+    }
+
+    /// Whether the scheme is plain `http`.
+    pub fn is_plain_http(&self) -> bool {
+        self.plain_http
+    }
+
+    /// The scheme, `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.plain_http { "http" } else { "https" }
+    }
+
+    /// The host without port (IPv6 addresses keep their brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `host[:port]`, the port written only when it is not the scheme's default; this is how
+    /// Docker's `insecure-registries` and Podman's `location` name a registry.
+    pub fn authority(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{p}", self.host),
+            None => self.host.clone(),
+        }
+    }
+
+    /// `scheme://host[:port]` without a trailing slash.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme(), self.authority())
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin())
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Endpoint::parse(s)
+    }
+}
+
+/// Lower-cases and checks a registry name: DNS labels (`a-z`, `0-9`, `-`) joined by dots,
+/// optionally `:port`. Anything else (slashes, `..`, `_`, spaces, IPv6) is refused, which
+/// also keeps the name safe as a directory name.
+pub fn normalize_registry_name(name: &str) -> Result<String, Error> {
+    let lower = name.trim().to_ascii_lowercase();
+    let bad = |reason: &str| Error::InvalidRegistryName {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (host, port) = match lower.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (lower.as_str(), None),
+    };
+    if host.is_empty() || host.len() > 253 {
+        return Err(bad("the host part must be 1 to 253 characters"));
+    }
+    for label in host.split('.') {
+        if label.is_empty() {
+            return Err(bad(
+                "empty label (two dots in a row, or a leading or trailing dot)",
+            ));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(bad(
+                "only letters, digits, '-' and '.' are allowed in a registry host",
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(bad("a label may not start or end with '-'"));
+        }
+    }
+    if let Some(p) = port {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 && !p.starts_with('0') => {}
+            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        }
+    }
+    Ok(lower)
+}
+
+/// Whether clients treat `name` as a registry when it is the first component of an image
+/// reference (Docker's rule: it contains `.` or `:`, or is `localhost`). Other names can
+/// only be reached through ferry's path-prefix form.
+pub fn clients_can_name(name: &str) -> bool {
+    name.contains('.') || name.contains(':') || name == "localhost"
+}
+
+/// One registry that ferry serves, with the other names clients may use for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The name ferry's configuration uses (a key of `upstreams:`), e.g. `registry.k8s.io`.
+    pub name: String,
+    /// Other names for the same registry (`k8s.gcr.io`); each gets its own client entry.
+    pub aliases: Vec<String>,
+}
+
+impl Upstream {
+    /// An upstream without aliases.
+    pub fn new(name: impl Into<String>) -> Self {
+        Upstream {
+            name: name.into(),
+            aliases: Vec::new(),
+        }
+    }
+
+    /// Adds aliases.
+    pub fn with_aliases<I, S>(mut self, aliases: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.aliases.extend(aliases.into_iter().map(Into::into));
+        self
+    }
+}
+
+impl From<&str> for Upstream {
+    fn from(name: &str) -> Self {
+        Upstream::new(name)
+    }
+}
+
+impl From<String> for Upstream {
+    fn from(name: String) -> Self {
+        Upstream::new(name)
+    }
+}
+
+/// Everything the generators need to know about one ferry deployment.
+///
+/// Build it with [`Target::new`] (and [`Target::with_hosts`]) from ferry's configuration;
+/// the fields are public so tests can adjust them, and every generator re-validates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The URL clients use to reach ferry (`--mirror`).
+    pub mirror: Endpoint,
+    /// The registries ferry serves (the `upstreams:` section), in output order.
+    pub upstreams: Vec<Upstream>,
+    /// The upstream for requests that name no registry (`default_upstream:`), which is what
+    /// Docker's `registry-mirrors` mode relies on. `None` when ferry has none.
+    pub default_upstream: Option<String>,
+    /// Host routing (`hosts:`): Host header value -> upstream name. When the mirror URL's
+    /// host is a key here, that address serves only that upstream and the generators
+    /// configure only it, without a path prefix.
+    pub hosts: BTreeMap<String, String>,
+    /// Where a client goes when ferry fails, per client-visible registry name; overrides the
+    /// default (`https://registry-1.docker.io` for Docker Hub, `https://<name>` otherwise,
+    /// which is what clients do with no configuration). Empty in normal use; tests point it
+    /// at a dead local port so that nothing can leave the machine.
+    pub fallback_servers: BTreeMap<String, Endpoint>,
+    /// Whether clients may go to a registry directly when ferry fails (the default). When
+    /// false, containerd's `server` and Podman's `location` point at ferry too, so nothing
+    /// bypasses it (Docker cannot be configured that way). `fallback_servers` is then unused.
+    pub direct_fallback: bool,
+}
+
+impl Target {
+    /// Builds a target from the mirror URL, ferry's upstreams and its default upstream.
+    pub fn new<I, U>(
+        mirror: &str,
+        upstreams: I,
+        default_upstream: Option<&str>,
+    ) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<Upstream>,
+    {
+        let target = Target {
+            mirror: Endpoint::parse(mirror)?,
+            upstreams: upstreams.into_iter().map(Into::into).collect(),
+            default_upstream: default_upstream.map(str::to_owned),
+            hosts: BTreeMap::new(),
+            fallback_servers: BTreeMap::new(),
+            direct_fallback: true,
+        };
+        target.plan()?;
+        Ok(target)
+    }
+
+    /// Adds host-routing entries (ferry's `hosts:` map).
+    pub fn with_hosts<I, K, V>(mut self, hosts: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.hosts
+            .extend(hosts.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self.plan()?;
+        Ok(self)
+    }
+
+    /// Sets the server a client falls back to for `name` when ferry fails.
+    pub fn with_fallback_server(mut self, name: &str, server: &str) -> Result<Self, Error> {
+        let name = normalize_registry_name(name)?;
+        self.fallback_servers.insert(name, Endpoint::parse(server)?);
+        Ok(self)
+    }
+
+    /// Sets whether clients may bypass ferry when it fails (see [`Target::direct_fallback`]).
+    pub fn with_direct_fallback(mut self, allowed: bool) -> Self {
+        self.direct_fallback = allowed;
+        self
+    }
+
+    /// Validates the target and works out which client entries to generate.
+    pub fn plan(&self) -> Result<Plan, Error> {
+        Plan::new(self)
+    }
+}
+
+/// One client-visible registry name to configure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The name as clients write it (`docker.io`, `k8s.gcr.io`).
+    pub name: String,
+    /// The ferry upstream that serves it (equal to `name` unless `name` is an alias).
+    pub upstream: String,
+    /// Where the client falls back to when ferry fails.
+    pub fallback: Endpoint,
+    /// Whether `fallback` is the built-in default (the registry's real address).
+    pub fallback_is_default: bool,
+}
+
+/// A validated [`Target`]: the entries to generate and what the mirror address means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// ferry's address.
+    pub mirror: Endpoint,
+    /// Client entries, in the target's order (upstream, then its aliases), without duplicates.
+    pub entries: Vec<Entry>,
+    /// The default upstream, normalized.
+    pub default_upstream: Option<String>,
+    /// Set when the mirror's host is a `hosts:` key: the only upstream this address serves.
+    pub dedicated_to: Option<String>,
+    /// Whether clients may go to the registries directly when ferry fails.
+    pub direct_fallback: bool,
+    /// Names left out, with the reason (shown to the user as notes).
+    pub skipped: Vec<String>,
+    /// Every upstream name (not aliases) and its aliases, normalized.
+    pub upstreams: Vec<Upstream>,
+}
+
+impl Plan {
+    fn new(target: &Target) -> Result<Plan, Error> {
+        let mirror = target.mirror.clone();
+        let mut upstreams = Vec::new();
+        // name -> canonical upstream, for every name and alias
+        let mut owner: BTreeMap<String, String> = BTreeMap::new();
+        for up in &target.upstreams {
+            let name = normalize_registry_name(&up.name)?;
+            let mut aliases = Vec::new();
+            for alias in &up.aliases {
+                aliases.push(normalize_registry_name(alias)?);
+            }
+            for n in std::iter::once(&name).chain(aliases.iter()) {
+                if let Some(prev) = owner.get(n)
+                    && *prev != name
+                {
+                    return Err(Error::DuplicateName {
+                        name: n.clone(),
+                        first: prev.clone(),
+                        second: name.clone(),
+                    });
+                }
+                owner.insert(n.clone(), name.clone());
+            }
+            upstreams.push(Upstream { name, aliases });
+        }
+        if upstreams.is_empty() {
+            return Err(Error::NoUpstreams);
+        }
+
+        let resolve = |n: &str, what: &str| -> Result<String, Error> {
+            let norm = normalize_registry_name(n)?;
+            owner
+                .get(&norm)
+                .cloned()
+                .ok_or_else(|| Error::UnknownUpstream {
+                    name: n.to_owned(),
+                    used_by: what.to_owned(),
+                    known: owner.keys().cloned().collect(),
+                })
+        };
+
+        let default_upstream = match target.default_upstream.as_deref() {
+            None | Some("") => None,
+            Some(d) => Some(resolve(d, "default_upstream")?),
+        };
+
+        let mut host_routes = BTreeMap::new();
+        for (host, up) in &target.hosts {
+            let canonical = resolve(up, &format!("hosts: {host}"))?;
+            host_routes.insert(host.trim().to_ascii_lowercase(), canonical);
+        }
+        let dedicated_to = host_routes
+            .get(&mirror.authority())
+            .or_else(|| host_routes.get(mirror.host()))
+            .cloned();
+
+        for name in target.fallback_servers.keys() {
+            resolve(name, "fallback_servers")?;
+        }
+
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut skipped = Vec::new();
+        for up in &upstreams {
+            if dedicated_to.as_ref().is_some_and(|d| *d != up.name) {
+                continue;
+            }
+            for name in std::iter::once(&up.name).chain(up.aliases.iter()) {
+                if entries.iter().any(|e| &e.name == name) {
+                    continue;
+                }
+                if *name == mirror.authority() {
+                    skipped.push(format!(
+                        "{name}: it is the mirror's own address; a client entry for it would \
+                         send ferry's own traffic back to ferry"
+                    ));
+                    continue;
+                }
+                if !clients_can_name(name) {
+                    skipped.push(format!(
+                        "{name}: clients read a first component without '.' or ':' as a \
+                         Docker Hub namespace, so no client configuration can select it; pull \
+                         it through the path-prefix form {}/{name}/<repo>",
+                        mirror.authority()
+                    ));
+                    continue;
+                }
+                let (fallback, fallback_is_default) = match target.fallback_servers.get(name) {
+                    Some(f) => (f.clone(), false),
+                    None => (default_fallback(name), true),
+                };
+                entries.push(Entry {
+                    name: name.clone(),
+                    upstream: up.name.clone(),
+                    fallback,
+                    fallback_is_default,
+                });
+            }
+        }
+        if entries.is_empty() {
+            return Err(Error::NothingToConfigure { reasons: skipped });
+        }
+        Ok(Plan {
+            mirror,
+            entries,
+            default_upstream,
+            dedicated_to,
+            direct_fallback: target.direct_fallback,
+            skipped,
+            upstreams,
+        })
+    }
+
+    /// Whether the upstream named `name` is Docker Hub (by its name or one of its aliases).
+    pub fn upstream_is_docker_hub(&self, name: &str) -> bool {
+        self.upstreams
+            .iter()
+            .filter(|u| u.name == name)
+            .any(|u| is_docker_hub(&u.name) || u.aliases.iter().any(|a| is_docker_hub(a)))
+    }
+}
+
+/// The server a client uses for `name` when it has no configuration.
+fn default_fallback(name: &str) -> Endpoint {
+    let url = if is_docker_hub(name) {
+        DOCKER_HUB_SERVER.to_owned()
+    } else {
+        format!("https://{name}")
+    };
+    Endpoint::parse(&url).expect("a validated registry name makes a valid URL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn endpoint_forms() {
+        let e = Endpoint::parse("http://127.0.0.1:5002").unwrap();
+        assert!(e.is_plain_http());
+        assert_eq!(e.authority(), "127.0.0.1:5002");
+        assert_eq!(e.origin(), "http://127.0.0.1:5002");
+        let e = Endpoint::parse("https://Mirror.Example.com/").unwrap();
+        assert!(!e.is_plain_http());
+        assert_eq!(e.authority(), "mirror.example.com");
+        assert_eq!(e.to_string(), "https://mirror.example.com");
+        // default ports are dropped, as clients write them
+        assert_eq!(
+            Endpoint::parse("https://m.example:443")
+                .unwrap()
+                .authority(),
+            "m.example"
+        );
+        assert_eq!(
+            Endpoint::parse("http://m.example:80").unwrap().authority(),
+            "m.example"
+        );
+        assert_eq!(
+            Endpoint::parse("https://m.example:5000")
+                .unwrap()
+                .authority(),
+            "m.example:5000"
+        );
+        assert_eq!(
+            Endpoint::parse("http://[::1]:5000").unwrap().authority(),
+            "[::1]:5000"
+        );
+    }
+
+    #[test]
+    fn endpoint_rejections_explain() {
+        for (input, words) in [
+            ("127.0.0.1:5000", "no scheme"),
+            ("mirror.example.com", "no scheme"),
+            ("ftp://m.example", "not http or https"),
+            ("https://m.example/ferry", "path is not allowed"),
+            ("https://m.example/?x=1", "query"),
+            ("https://u:p@m.example", "credentials"),
+            ("https://", "empty host"),
+        ] {
+            let err = Endpoint::parse(input).unwrap_err().to_string();
+            assert!(err.contains(words), "{input}: {err}");
+            assert!(err.contains(input), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn registry_names() {
+        assert_eq!(normalize_registry_name("Docker.IO").unwrap(), "docker.io");
+        assert_eq!(
+            normalize_registry_name("reg.local:5000").unwrap(),
+            "reg.local:5000"
+        );
+        assert_eq!(normalize_registry_name("localhost").unwrap(), "localhost");
+        for bad in [
+            "", "../etc", "a/b", "_default", "a..b", ".a", "a:", "a:0", "a:65536", "a:x", "-a.b",
+            "a b", "[::1]",
+        ] {
+            assert!(normalize_registry_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn plan_entries_and_defaults() {
+        let t = Target::new(
+            "http://127.0.0.1:5000",
+            [
+                Upstream::new("docker.io").with_aliases(["index.docker.io"]),
+                Upstream::new("registry.k8s.io").with_aliases(["k8s.gcr.io"]),
+                Upstream::new("ghcr.io"),
+            ],
+            Some("docker.io"),
+        )
+        .unwrap();
+        let p = t.plan().unwrap();
+        let names: Vec<_> = p.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "docker.io",
+                "index.docker.io",
+                "registry.k8s.io",
+                "k8s.gcr.io",
+                "ghcr.io"
+            ]
+        );
+        assert_eq!(
+            p.entries[0].fallback.origin(),
+            "https://registry-1.docker.io"
+        );
+        assert_eq!(
+            p.entries[1].fallback.origin(),
+            "https://registry-1.docker.io"
+        );
+        assert_eq!(p.entries[3].fallback.origin(), "https://k8s.gcr.io");
+        assert_eq!(p.entries[3].upstream, "registry.k8s.io");
+        assert!(p.upstream_is_docker_hub("docker.io"));
+        assert!(!p.upstream_is_docker_hub("ghcr.io"));
+        assert_eq!(p.dedicated_to, None);
+    }
+
+    #[test]
+    fn plan_errors() {
+        let none: [&str; 0] = [];
+        assert!(matches!(
+            Target::new("http://m:5000", none, None),
+            Err(Error::NoUpstreams)
+        ));
+        let e = Target::new("http://m:5000", ["ghcr.io"], Some("docker.io")).unwrap_err();
+        assert!(e.to_string().contains("default_upstream"), "{e}");
+        let e = Target::new("http://m:5000", ["ghcr.io"], None)
+            .unwrap()
+            .with_hosts([("ghcr.m", "quay.io")])
+            .unwrap_err();
+        assert!(e.to_string().contains("quay.io"), "{e}");
+        let e = Target::new(
+            "http://m:5000",
+            [
+                Upstream::new("a.io").with_aliases(["b.io"]),
+                Upstream::new("b.io"),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::DuplicateName { .. }), "{e}");
+        let e = Target::new("http://m:5000", ["ghcr.io/x"], None).unwrap_err();
+        assert!(matches!(e, Error::InvalidRegistryName { .. }), "{e}");
+    }
+
+    #[test]
+    fn plan_skips_unnameable_and_self() {
+        let t = Target::new(
+            "http://127.0.0.1:5000",
+            ["internal", "127.0.0.1:5000", "quay.io"],
+            None,
+        )
+        .unwrap();
+        let p = t.plan().unwrap();
+        assert_eq!(p.entries.len(), 1);
+        assert_eq!(p.skipped.len(), 2);
+        assert!(
+            p.skipped[0].contains("127.0.0.1:5000/internal/<repo>"),
+            "{:?}",
+            p.skipped
+        );
+        let e = Target::new("http://m:5000", ["internal"], None).unwrap_err();
+        assert!(matches!(e, Error::NothingToConfigure { .. }), "{e}");
+    }
+
+    #[test]
+    fn plan_dedicated_host() {
+        let t = Target::new(
+            "https://docker.mirror.example.com",
+            [
+                Upstream::new("docker.io").with_aliases(["index.docker.io"]),
+                Upstream::new("ghcr.io"),
+            ],
+            Some("ghcr.io"),
+        )
+        .unwrap()
+        .with_hosts([("Docker.Mirror.Example.com", "docker.io")])
+        .unwrap();
+        let p = t.plan().unwrap();
+        assert_eq!(p.dedicated_to.as_deref(), Some("docker.io"));
+        let names: Vec<_> = p.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["docker.io", "index.docker.io"]);
+        // a host:port key matches too
+        let t = Target::new("http://m.example:5000", ["docker.io", "ghcr.io"], None)
+            .unwrap()
+            .with_hosts([("m.example:5000", "ghcr.io")])
+            .unwrap();
+        assert_eq!(t.plan().unwrap().dedicated_to.as_deref(), Some("ghcr.io"));
+    }
+
+    #[test]
+    fn fallback_override() {
+        let t = Target::new("http://127.0.0.1:5000", ["docker.io"], None)
+            .unwrap()
+            .with_fallback_server("docker.io", "http://127.0.0.1:1")
+            .unwrap();
+        let p = t.plan().unwrap();
+        assert_eq!(p.entries[0].fallback.origin(), "http://127.0.0.1:1");
+        assert!(!p.entries[0].fallback_is_default);
+        let e = Target::new("http://127.0.0.1:5000", ["docker.io"], None)
+            .unwrap()
+            .with_fallback_server("quay.io", "http://127.0.0.1:1")
+            .unwrap()
+            .plan()
+            .unwrap_err();
+        assert!(e.to_string().contains("fallback_servers"), "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn normalized_names_are_safe_path_components(s in "[a-zA-Z0-9._:/-]{0,40}") {
+            if let Ok(n) = normalize_registry_name(&s) {
+                prop_assert!(!n.contains('/'));
+                prop_assert!(n != "." && n != ".." && !n.starts_with('.'));
+                prop_assert!(!n.starts_with('_'));
+                prop_assert_eq!(normalize_registry_name(&n).unwrap(), n.clone());
+            }
+        }
+
+        #[test]
+        fn endpoint_parse_never_panics(s in ".{0,80}") {
+            let _ = Endpoint::parse(&s);
+        }
+    }
+}
