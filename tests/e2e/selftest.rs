@@ -169,6 +169,22 @@ fn registry_stop_and_start_again_keeps_port_and_data() {
         Some(image.digest.as_str())
     );
     registry.tag("library/hello", "1", "2");
+    push_tags(
+        &registry,
+        Fixture::single().seed("tags"),
+        "many/tags",
+        &["t1", "t2", "t3"],
+    );
+    let list = raw_get(&host, "/v2/many/tags/tags/list").unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&list.body).unwrap();
+    let mut tags: Vec<&str> = json["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    tags.sort(); // distribution lists tags in directory order without `n`
+    assert_eq!(tags, ["t1", "t2", "t3"]);
     assert_eq!(
         skopeo_inspect_raw_digest(&format!("docker://{host}/library/hello:2")),
         image.digest
@@ -347,6 +363,57 @@ fn basic_header(user: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
+}
+
+// ---- Ferry config ----
+
+#[test]
+fn ferry_builder_writes_a_config_ferry_accepts() {
+    let registry = Registry::start();
+    let up = FaultyUpstream::start();
+    let builder = Ferry::builder()
+        .upstream("docker.io", &registry)
+        .upstream_with(
+            "ghcr.io",
+            &up,
+            serde_json::json!({"username": "u", "password": "p"}),
+        )
+        .host("docker.mirror.test", "docker.io")
+        .tag_ttl("2s")
+        .max_size("64MiB")
+        .set(
+            "cache.immutable_tags",
+            serde_json::json!(["v?[0-9]+\\.[0-9]+"]),
+        );
+    let data = std::path::Path::new("/tmp/ferry-e2e-data \"quoted\"");
+    let yaml = builder.render("127.0.0.1:5999", data);
+    let config = ferry_config::Config::from_yaml(&yaml, std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert_eq!(config.listen, "127.0.0.1:5999");
+    assert_eq!(config.default_upstream, "docker.io");
+    assert_eq!(config.upstreams.len(), 2, "{yaml}");
+    assert_eq!(
+        config.upstreams["docker.io"].url.as_deref(),
+        Some(registry.url().as_str())
+    );
+    assert_eq!(config.upstreams["ghcr.io"].username.as_deref(), Some("u"));
+    assert_eq!(config.hosts["docker.mirror.test"], "docker.io");
+    assert_eq!(config.cache.tag_ttl.0, Duration::from_secs(2));
+    assert_eq!(config.cache.immutable_tags, ["v?[0-9]+\\.[0-9]+"]);
+    assert_eq!(config.storage.max_size.0, 64 << 20);
+    assert_eq!(config.storage.fs_root().as_deref(), Some(data));
+
+    // With no upstreams, every public registry points at a dead loopback port.
+    let yaml = Ferry::builder().render("127.0.0.1:5999", data);
+    let config = ferry_config::Config::from_yaml(&yaml, std::iter::empty()).unwrap();
+    assert!(config.upstreams.len() >= 7);
+    for (name, upstream) in &config.upstreams {
+        assert_eq!(
+            upstream.url.as_deref(),
+            Some("http://127.0.0.1:9"),
+            "{name}"
+        );
+    }
 }
 
 // ---- FaultyUpstream ----

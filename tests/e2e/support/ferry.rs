@@ -23,10 +23,18 @@ use super::registry::Registry;
 /// The ferry binary cargo built for this test run.
 pub const FERRY_BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
+/// The binary under test: `$FERRY_E2E_BIN` if set (to run the suite against another build,
+/// e.g. a release binary), else [`FERRY_BIN`].
+pub fn ferry_bin() -> PathBuf {
+    std::env::var_os("FERRY_E2E_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(FERRY_BIN))
+}
+
 /// A `ferry` command (for one-shot subcommands such as `check-config` or `client-config`) with
 /// no `FERRY_*` or proxy variables inherited.
 pub fn ferry_command() -> Command {
-    let mut cmd = Command::new(FERRY_BIN);
+    let mut cmd = Command::new(ferry_bin());
     scrub_env(&mut cmd, &["FERRY_"]);
     cmd
 }
@@ -462,6 +470,56 @@ impl Ferry {
             self.stderr(),
             self.stdout()
         )
+    }
+
+    /// `(prefix, mirror)` pairs for a client's registries.conf: `docker.io` through ferry in
+    /// registry-mirror mode (`/v2/<repo>`), every other configured upstream by path prefix
+    /// (`/v2/<name>/<repo>`).
+    pub fn client_mirrors(&self) -> Vec<(String, String)> {
+        let mut names: Vec<String> = match self.builder.config.get("upstreams") {
+            Some(Value::Object(m)) if !m.is_empty() => m.keys().cloned().collect(),
+            _ => vec!["docker.io".to_owned()],
+        };
+        if !names.iter().any(|n| n == "docker.io") {
+            names.push("docker.io".to_owned());
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                let location = if name == "docker.io" {
+                    self.host()
+                } else {
+                    format!("{}/{name}", self.host())
+                };
+                (name, location)
+            })
+            .collect()
+    }
+
+    /// Writes a registries.conf that sends clients through this ferry (see
+    /// [`Ferry::client_mirrors`]; the real registries stay dead ends) and returns its path, for
+    /// `skopeo ... --registries-conf PATH docker://docker.io/library/x:1 ...`.
+    pub fn registries_conf(&self) -> PathBuf {
+        let mirrors = self.client_mirrors();
+        let pairs: Vec<(&str, &str)> = mirrors
+            .iter()
+            .map(|(p, m)| (p.as_str(), m.as_str()))
+            .collect();
+        let path = self.dir.path().join("registries.conf");
+        std::fs::write(&path, super::clients::registries_conf(&pairs))
+            .expect("write registries.conf");
+        path
+    }
+
+    /// A podman that pulls through this ferry (see [`Ferry::client_mirrors`]), or `None` after
+    /// printing why podman cannot run here.
+    pub fn podman_or_skip(&self) -> Option<super::clients::Podman> {
+        let mirrors = self.client_mirrors();
+        let pairs: Vec<(&str, &str)> = mirrors
+            .iter()
+            .map(|(p, m)| (p.as_str(), m.as_str()))
+            .collect();
+        super::clients::podman_or_skip(&pairs)
     }
 
     /// Prints config and logs to stderr (cargo shows it for failing tests).

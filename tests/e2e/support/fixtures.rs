@@ -317,6 +317,17 @@ pub fn push_fixture(registry: &Registry, fixture: Fixture, reference: &str) -> I
     image
 }
 
+/// Pushes `fixture` to `repo` under every tag in `tags` (one skopeo push, then cheap manifest
+/// PUTs), for tag-listing and many-tags tests.
+pub fn push_tags(registry: &Registry, fixture: Fixture, repo: &str, tags: &[&str]) -> Image {
+    let (first, rest) = tags.split_first().expect("at least one tag");
+    let image = push_fixture(registry, fixture, &format!("{repo}:{first}"));
+    for tag in rest {
+        registry.tag(repo, first, tag);
+    }
+    image
+}
+
 /// Pushes an already built image to `registry` as `reference` (`repo:tag`).
 pub fn push_image(registry: &Registry, image: &Image, reference: &str) {
     let mut extra = vec!["--all".to_owned(), "--preserve-digests".to_owned()];

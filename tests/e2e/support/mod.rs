@@ -38,6 +38,7 @@ pub use faulty::{
     Fault, FaultyUpstream, Rule, RuleId, UpstreamAuth, pattern_bytes, pattern_digest,
 };
 pub use ferry::{Ferry, FerryBuilder, ferry_command};
-pub use fixtures::{Fixture, Image, build_fixture, push_fixture, push_image};
+pub use fixtures::{Fixture, Image, build_fixture, push_fixture, push_image, push_tags};
+pub use process::wait_until;
 pub use registry::{Registry, RegistryAuth};
 pub use token::TokenAuth;
