@@ -1,1 +1,223 @@
-//! ferry's cache engine: manifests, blobs and tags through storage and upstreams, with coalesced streaming fills
+//! # ferry-mirror: the cache engine
+//!
+//! [`Mirror`] answers the pull API from the cache and the upstreams, with no HTTP framework in
+//! sight: the server parses a request, asks [`Mirror::resolve`] which upstream repository it
+//! means, and calls [`Mirror::manifest`], [`Mirror::blob`], [`Mirror::blob_head`],
+//! [`Mirror::tags`] or [`Mirror::referrers`].
+//!
+//! - [`route`]: the routing rules (path prefix, `?ns=`, Host, default upstream, `library/`);
+//! - [`manifests`]: digests are immutable; tags are trusted for their TTL, then revalidated with
+//!   a HEAD, and served stale when the upstream fails ([`policy`]);
+//! - [`blobs`] + [`fill`]: hits are read from the store; misses start one streaming download
+//!   that every concurrent request follows;
+//! - [`index`]: sizes and last-served times, and eviction above `storage.max_size`;
+//! - [`lists`]: tag lists and referrers, cached like tags.
+//!
+//! Settings derived from the config (routes, upstreams, policy) sit behind an `ArcSwap`, so a
+//! reload swaps them without touching downloads in flight.
+
+pub mod blobs;
+pub mod error;
+pub mod fill;
+pub mod index;
+pub mod lists;
+pub mod manifests;
+pub mod meta;
+pub mod policy;
+pub mod route;
+pub mod single_flight;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ferry_config::Config;
+use ferry_metrics::Metrics;
+use ferry_oci::RepoName;
+use ferry_storage::BlobStore;
+use ferry_upstream::{Upstream, UpstreamError, Upstreams};
+use tokio_util::sync::CancellationToken;
+
+pub use blobs::{BlobAnswer, BlobBody};
+pub use error::{MirrorError, Result};
+pub use lists::ListAnswer;
+pub use manifests::{CachedManifest, ManifestAnswer};
+pub use route::{RouteError, Routed, Router};
+
+/// How an answer was obtained, for logs, metrics and quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// From the cache, no upstream request.
+    Hit,
+    /// Fetched from the upstream.
+    Miss,
+    /// From the cache after the upstream confirmed it.
+    Revalidated,
+    /// From the cache because the upstream failed.
+    Stale,
+}
+
+impl Outcome {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Stale => "stale",
+        }
+    }
+
+    /// Whether the answer cost no content download from the upstream.
+    pub fn is_hit(self) -> bool {
+        !matches!(self, Outcome::Miss)
+    }
+}
+
+/// A request's upstream repository.
+#[derive(Clone)]
+pub struct Target {
+    /// The upstream client (kept for the whole request, across reloads).
+    pub upstream: Arc<Upstream>,
+    /// Canonical upstream name.
+    pub name: String,
+    /// Repository in the upstream.
+    pub repo: RepoName,
+}
+
+/// Config-derived settings, swapped whole on reload.
+struct Settings {
+    router: Router,
+    upstreams: Upstreams,
+    policy: policy::Policy,
+    fill_timeout: Duration,
+    redirect_ttl: Option<Duration>,
+}
+
+impl Settings {
+    fn new(config: &Config, metrics: Arc<Metrics>) -> std::result::Result<Self, UpstreamError> {
+        Ok(Settings {
+            router: Router::new(config),
+            upstreams: Upstreams::from_config(config, metrics)?,
+            policy: policy::Policy::new(config),
+            fill_timeout: config.cache.fill_timeout.0,
+            redirect_ttl: config
+                .storage
+                .s3
+                .as_ref()
+                .filter(|s| s.redirect)
+                .map(|s| s.redirect_expiry.0),
+        })
+    }
+}
+
+/// The cache engine.
+#[derive(Clone)]
+pub struct Mirror {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn BlobStore>,
+    index: Arc<index::Index>,
+    fills: fill::Fills,
+    settings: ArcSwap<Settings>,
+    metrics: Arc<Metrics>,
+    memory: manifests::Memory,
+    flights: manifests::Flights,
+    lists: lists::Lists,
+    stop: CancellationToken,
+}
+
+impl Mirror {
+    /// Builds the engine over `store`, loads the blob index and starts its upkeep task.
+    pub async fn start(
+        config: &Config,
+        store: Arc<dyn BlobStore>,
+        metrics: Arc<Metrics>,
+    ) -> std::result::Result<Self, MirrorError> {
+        let settings = Settings::new(config, metrics.clone())?;
+        let index = Arc::new(index::Index::new(
+            config.storage.max_size.0,
+            metrics.clone(),
+        ));
+        index.load(store.as_ref()).await?;
+        let stop = CancellationToken::new();
+        tokio::spawn(index.clone().maintain(store.clone(), stop.clone()));
+        let inner = Inner {
+            memory: manifests::Memory::new(config.cache.memory.0, config.cache.negative_ttl.0),
+            flights: manifests::Flights::default(),
+            lists: lists::Lists::default(),
+            store,
+            index,
+            fills: fill::Fills::default(),
+            settings: ArcSwap::from_pointee(settings),
+            metrics,
+            stop,
+        };
+        Ok(Mirror {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Applies a new config: routes, upstreams, policy and size limit. Downloads in flight keep
+    /// the upstream they started with.
+    pub fn reload(&self, config: &Config) -> std::result::Result<(), MirrorError> {
+        let settings = Settings::new(config, self.inner.metrics.clone())?;
+        self.inner.settings.store(Arc::new(settings));
+        self.inner.index.set_max(config.storage.max_size.0);
+        self.inner
+            .memory
+            .set_negative_ttl(config.cache.negative_ttl.0);
+        Ok(())
+    }
+
+    /// Resolves a request's name, `?ns=` and `Host` to an upstream repository.
+    pub fn resolve(&self, name: &str, ns: Option<&str>, host: Option<&str>) -> Result<Target> {
+        let settings = self.inner.settings.load();
+        let routed = settings.router.resolve(name, ns, host)?;
+        let upstream = settings
+            .upstreams
+            .get(&routed.upstream)
+            .cloned()
+            .ok_or_else(|| RouteError::UnknownRegistry(routed.upstream.clone()))?;
+        Ok(Target {
+            upstream,
+            name: routed.upstream,
+            repo: routed.repository,
+        })
+    }
+
+    /// Checks that the store is writable (readiness).
+    pub async fn check_ready(&self) -> Result<()> {
+        self.inner.store.check_writable().await?;
+        Ok(())
+    }
+
+    /// The blob index (sizes, eviction).
+    pub fn index(&self) -> &Arc<index::Index> {
+        &self.inner.index
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.inner.store
+    }
+
+    /// Downloads in progress.
+    pub fn inflight(&self) -> usize {
+        self.inner.fills.len()
+    }
+
+    /// Stops background upkeep (after writing back access times).
+    pub fn shutdown(&self) {
+        self.inner.stop.cancel();
+    }
+
+    fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {
+        self.inner.settings.load()
+    }
+}
+
+#[cfg(test)]
+mod tests;

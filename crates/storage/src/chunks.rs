@@ -5,6 +5,11 @@
 //! are positional (`pread`) on a shared file handle, in chunks of [`CHUNK`] bytes, into a buffer
 //! that is reused once the previous chunk has been sent, so a download costs a fixed, small
 //! amount of memory whatever the blob size.
+//!
+//! A reader that follows a download to the end of the blob holds back the final byte until the
+//! download reports [`Progress::Done`] (digest verified, blob stored): a client therefore never
+//! receives a complete response whose content failed verification — on a mismatch its
+//! connection is cut one byte short.
 
 use std::fs::File;
 use std::io;
@@ -37,6 +42,7 @@ pub struct ChunkReader {
     pos: u64,
     end: u64,
     progress: Option<watch::Receiver<Progress>>,
+    hold_last: bool,
     buf: BytesMut,
     chunk: usize,
 }
@@ -49,20 +55,25 @@ impl ChunkReader {
             pos: offset,
             end: offset + len,
             progress: None,
+            hold_last: false,
             buf: BytesMut::new(),
             chunk: CHUNK,
         }
     }
 
     /// A reader of a file that is still being written, as reported by `progress`.
+    /// `to_end` says the range ends at the end of the blob: its last byte is then held back
+    /// until the download is verified.
     pub fn growing(
         file: Arc<File>,
         offset: u64,
         len: u64,
         progress: watch::Receiver<Progress>,
+        to_end: bool,
     ) -> Self {
         ChunkReader {
             progress: Some(progress),
+            hold_last: to_end,
             ..Self::new(file, offset, len)
         }
     }
@@ -114,12 +125,17 @@ impl ChunkReader {
         let Some(rx) = self.progress.as_mut() else {
             return Ok(self.end);
         };
+        let limit = if self.hold_last {
+            self.end - 1
+        } else {
+            self.end
+        };
         loop {
             let state = rx.borrow_and_update().clone();
             match state {
                 Progress::Done => return Ok(self.end),
                 Progress::Failed(msg) => return Err(io::Error::other(msg.to_string())),
-                Progress::Growing(n) if n > self.pos => return Ok(n),
+                Progress::Growing(n) if n.min(limit) > self.pos => return Ok(n.min(limit)),
                 Progress::Growing(_) => {}
             }
             if rx.changed().await.is_err() {
@@ -196,7 +212,9 @@ mod tests {
             .unwrap();
         let r = Arc::new(File::open(path.path()).unwrap());
         let (tx, rx) = watch::channel(Progress::Growing(0));
-        let reader = tokio::spawn(collect(ChunkReader::growing(r, 0, 30, rx).into_stream()));
+        let reader = tokio::spawn(collect(
+            ChunkReader::growing(r, 0, 30, rx, true).into_stream(),
+        ));
         for i in 0..3u8 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             w.write_all(&[i; 10]).unwrap();
@@ -212,7 +230,9 @@ mod tests {
         let path = tempfile::NamedTempFile::new().unwrap();
         let r = Arc::new(File::open(path.path()).unwrap());
         let (tx, rx) = watch::channel(Progress::Growing(0));
-        let reader = tokio::spawn(collect(ChunkReader::growing(r, 0, 10, rx).into_stream()));
+        let reader = tokio::spawn(collect(
+            ChunkReader::growing(r, 0, 10, rx, true).into_stream(),
+        ));
         tx.send(Progress::Failed("digest mismatch".into())).unwrap();
         let err = reader.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("digest mismatch"));
@@ -221,9 +241,30 @@ mod tests {
         let (tx2, rx2) = watch::channel(Progress::Growing(0));
         drop(tx2);
         assert!(
-            collect(ChunkReader::growing(r2, 0, 10, rx2).into_stream())
+            collect(ChunkReader::growing(r2, 0, 10, rx2, true).into_stream())
                 .await
                 .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_byte_waits_for_verification() {
+        let path = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(path.path(), [7u8; 10]).unwrap();
+        let r = Arc::new(File::open(path.path()).unwrap());
+        let (tx, rx) = watch::channel(Progress::Growing(10));
+        let mut s = ChunkReader::growing(r, 0, 10, rx, true).into_stream();
+        assert_eq!(
+            s.next().await.unwrap().unwrap().len(),
+            9,
+            "all but the last byte"
+        );
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(50), s.next()).await;
+        assert!(pending.is_err(), "the last byte is held until Done");
+        tx.send(Progress::Failed("digest mismatch".into())).unwrap();
+        assert!(
+            s.next().await.unwrap().is_err(),
+            "a failed download never completes the body"
         );
     }
 }

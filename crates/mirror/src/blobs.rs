@@ -1,0 +1,213 @@
+//! Blobs: a stored blob is read from the store (or redirected to it); a missing one joins or
+//! starts the streaming fill of [`crate::fill`] and is read from the spool file as it grows.
+
+use std::sync::Arc;
+
+use ferry_oci::Digest;
+use ferry_oci::range::{self, ByteRange, RangeError};
+use ferry_storage::{ByteStream, ChunkReader};
+
+use crate::error::{MirrorError, Result};
+use crate::fill::{FillContext, Joined};
+use crate::{Mirror, Outcome, Target};
+
+/// How a blob's bytes reach the client.
+pub enum BlobBody {
+    /// Streamed through ferry.
+    Stream(ByteStream),
+    /// A URL (presigned object-store URL) the client should fetch instead.
+    Redirect(String),
+}
+
+/// A blob answer.
+pub struct BlobAnswer {
+    /// Size of the whole blob.
+    pub size: u64,
+    /// The range served, if the request had one.
+    pub range: Option<ByteRange>,
+    /// The bytes or a redirect.
+    pub body: BlobBody,
+    /// How it was obtained.
+    pub outcome: Outcome,
+}
+
+fn parse_range(header: Option<&str>, size: u64) -> Result<Option<ByteRange>> {
+    header
+        .map(|h| range::parse(h, size))
+        .transpose()
+        .map_err(|e| {
+            let message = match e {
+                RangeError::Malformed(m) => format!("malformed Range {m:?}"),
+                RangeError::Unsatisfiable(m, _) => format!("Range {m:?} starts beyond the end"),
+            };
+            MirrorError::Range { size, message }
+        })
+}
+
+fn extent(range: Option<ByteRange>, size: u64) -> (u64, u64) {
+    range.map_or((0, size), |r| (r.start, r.len()))
+}
+
+impl Mirror {
+    /// A blob, or the `Range` of it named by `range_header`. `redirect` allows answering with
+    /// a presigned URL when the store can sign one.
+    pub async fn blob(
+        &self,
+        t: &Target,
+        d: &Digest,
+        range_header: Option<&str>,
+        redirect: bool,
+    ) -> Result<BlobAnswer> {
+        if let Some(a) = self.stored_blob(d, range_header, redirect).await? {
+            self.inner.metrics.cache(&t.name, "blob", true);
+            return Ok(a);
+        }
+        let answer = self.fill_blob(t, d, range_header).await?;
+        self.inner
+            .metrics
+            .cache(&t.name, "blob", answer.outcome.is_hit());
+        Ok(answer)
+    }
+
+    async fn fill_blob(
+        &self,
+        t: &Target,
+        d: &Digest,
+        range_header: Option<&str>,
+    ) -> Result<BlobAnswer> {
+        let ctx = self.fill_context();
+        let (fill, joined) =
+            match self
+                .inner
+                .fills
+                .join_or_start(&ctx, t.upstream.clone(), t.repo.clone(), d)
+            {
+                Joined::Fill(f, j) => (f, j),
+                Joined::Stored => {
+                    return self
+                        .stored_blob(d, range_header, false)
+                        .await?
+                        .ok_or_else(|| MirrorError::Fill {
+                            digest: d.to_string(),
+                            message: "blob disappeared from the cache while being requested".into(),
+                        });
+                }
+            };
+        let started = fill.started().await.map_err(|e| with_digest(e, d))?;
+        let Some(size) = started.size else {
+            // No Content-Length upstream: wait for the verified blob, then serve it stored.
+            fill.finished().await.map_err(|e| with_digest(e, d))?;
+            let stored = self.stored_blob(d, range_header, false).await?;
+            return stored.ok_or_else(|| MirrorError::Fill {
+                digest: d.to_string(),
+                message: "blob vanished".into(),
+            });
+        };
+        let range = parse_range(range_header, size)?;
+        let (offset, len) = extent(range, size);
+        let stream = ChunkReader::growing(
+            started.file,
+            offset,
+            len,
+            fill.progress(),
+            offset + len == size,
+        )
+        .into_stream();
+        tracing::debug!(digest = %d, joined, "serving blob from a download in progress");
+        Ok(BlobAnswer {
+            size,
+            range,
+            body: BlobBody::Stream(stream),
+            outcome: Outcome::Miss,
+        })
+    }
+
+    /// A stored blob, or `None` when it is not in the store.
+    async fn stored_blob(
+        &self,
+        d: &Digest,
+        range_header: Option<&str>,
+        redirect: bool,
+    ) -> Result<Option<BlobAnswer>> {
+        let store = &self.inner.store;
+        let size = match self.inner.index.size(d) {
+            Some(s) => s,
+            None => match store.stat(d).await? {
+                Some(info) => {
+                    self.inner.index.insert(d.clone(), info.size);
+                    info.size
+                }
+                None => return Ok(None),
+            },
+        };
+        let range = parse_range(range_header, size)?;
+        if let Some(ttl) = self.settings().redirect_ttl.filter(|_| redirect)
+            && let Some(url) = store.presign(d, ttl).await?
+        {
+            self.inner.index.touch(d);
+            return Ok(Some(BlobAnswer {
+                size,
+                range,
+                body: BlobBody::Redirect(url),
+                outcome: Outcome::Hit,
+            }));
+        }
+        let (offset, len) = extent(range, size);
+        match store.open(d, offset, Some(len)).await? {
+            Some(body) => {
+                self.inner.index.touch(d);
+                Ok(Some(BlobAnswer {
+                    size: body.size,
+                    range,
+                    body: BlobBody::Stream(body.stream),
+                    outcome: Outcome::Hit,
+                }))
+            }
+            None => {
+                self.inner.index.remove(d);
+                Ok(None)
+            }
+        }
+    }
+
+    /// A blob's size, asking the upstream (HEAD) only when it is neither stored nor downloading.
+    pub async fn blob_head(&self, t: &Target, d: &Digest) -> Result<(u64, Outcome)> {
+        if let Some(size) = self.inner.index.size(d) {
+            return Ok((size, Outcome::Hit));
+        }
+        if let Some(info) = self.inner.store.stat(d).await? {
+            self.inner.index.insert(d.clone(), info.size);
+            return Ok((info.size, Outcome::Hit));
+        }
+        if let Some(fill) = self.inner.fills.get(d)
+            && let Ok(Some(size)) = fill.started().await.map(|s| s.size)
+        {
+            return Ok((size, Outcome::Miss));
+        }
+        let size = t.upstream.blob_head(&t.repo, d).await?;
+        size.map(|s| (s, Outcome::Miss))
+            .ok_or_else(|| MirrorError::Fill {
+                digest: d.to_string(),
+                message: "upstream sent no Content-Length for the blob".into(),
+            })
+    }
+
+    fn fill_context(&self) -> FillContext {
+        FillContext {
+            store: self.inner.store.clone(),
+            index: Arc::clone(&self.inner.index),
+            metrics: self.inner.metrics.clone(),
+            timeout: self.settings().fill_timeout,
+        }
+    }
+}
+
+fn with_digest(e: MirrorError, d: &Digest) -> MirrorError {
+    match e {
+        MirrorError::Fill { digest, message } if digest.is_empty() => MirrorError::Fill {
+            digest: d.to_string(),
+            message,
+        },
+        other => other,
+    }
+}

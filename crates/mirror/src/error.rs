@@ -1,0 +1,50 @@
+//! Errors of the cache engine. The server turns each into an OCI error in one place.
+
+use ferry_upstream::UpstreamError;
+
+use crate::route::RouteError;
+
+/// Why a mirror request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MirrorError {
+    /// The name does not route to an upstream repository.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The upstream failed or said no, and nothing cached could answer.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The cache storage failed.
+    #[error("cache storage failed: {0}")]
+    Storage(String),
+    /// A `Range` that cannot be served for a blob of this size.
+    #[error("range cannot be satisfied for a blob of {size} bytes: {message}")]
+    Range {
+        /// Size of the blob.
+        size: u64,
+        /// What was wrong.
+        message: String,
+    },
+    /// A download failed its integrity check or was cut.
+    #[error("download of {digest} failed: {message}")]
+    Fill {
+        /// Which blob.
+        digest: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl From<ferry_storage::StorageError> for MirrorError {
+    fn from(e: ferry_storage::StorageError) -> Self {
+        MirrorError::Storage(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for MirrorError {
+    fn from(e: std::io::Error) -> Self {
+        MirrorError::Storage(e.to_string())
+    }
+}
+
+/// Result of mirror calls.
+pub type Result<T> = std::result::Result<T, MirrorError>;

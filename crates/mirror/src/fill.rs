@@ -1,0 +1,381 @@
+//! Streaming single-flight downloads of blobs ("fills").
+//!
+//! The first request for a missing blob starts one download on its own task; every request for
+//! the same blob while it runs joins it. The download writes a spool file and publishes how many
+//! bytes are in it; each client reads the spool file from its own offset as it grows
+//! ([`ferry_storage::ChunkReader::growing`]), so the first bytes reach every client before the
+//! download ends and memory stays flat. The task hashes as it writes; only when the length and
+//! the digest match is the file fsync'ed and handed to the store, which publishes it atomically.
+//! A cut connection is resumed with a `Range` request (up to [`MAX_RESUMES`] times); a digest
+//! mismatch, a timeout or an upstream error fails every reader and leaves nothing behind.
+//! Clients that disconnect only drop their reader: the download goes on for the others and for
+//! the cache.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferry_metrics::{Metrics, ReasonLabels};
+use ferry_oci::{Digest, DigestVerifier, RepoName};
+use ferry_storage::fs::temp_path;
+use ferry_storage::{BlobStore, Progress};
+use ferry_upstream::Upstream;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::watch;
+
+use crate::error::{MirrorError, Result};
+use crate::index::Index;
+
+/// Times a cut download is resumed before giving up.
+pub const MAX_RESUMES: usize = 3;
+/// Largest write to the spool file at once.
+const BATCH: usize = 1024 * 1024;
+
+/// What a reader needs once the download has started.
+#[derive(Clone)]
+pub struct Started {
+    /// Blob size, when the upstream said.
+    pub size: Option<u64>,
+    /// A read handle on the spool file.
+    pub file: Arc<File>,
+}
+
+/// One download in progress.
+pub struct Fill {
+    started: watch::Receiver<Option<std::result::Result<Started, MirrorError>>>,
+    progress: watch::Sender<Progress>,
+}
+
+impl Fill {
+    /// Waits until the download has started (or failed to).
+    pub async fn started(&self) -> Result<Started> {
+        let mut rx = self.started.clone();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return Err(MirrorError::Fill {
+                    digest: String::new(),
+                    message: "download task ended".into(),
+                });
+            }
+        }
+    }
+
+    /// A receiver of the download's progress.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// Waits for the end of the download.
+    pub async fn finished(&self) -> Result<()> {
+        let mut rx = self.progress();
+        loop {
+            match rx.borrow_and_update().clone() {
+                Progress::Done => return Ok(()),
+                Progress::Failed(m) => {
+                    return Err(MirrorError::Fill {
+                        digest: String::new(),
+                        message: m.to_string(),
+                    });
+                }
+                Progress::Growing(_) => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(MirrorError::Fill {
+                    digest: String::new(),
+                    message: "download task ended".into(),
+                });
+            }
+        }
+    }
+}
+
+/// Where a fill stores its result.
+#[derive(Clone)]
+pub struct FillContext {
+    /// The cache store.
+    pub store: Arc<dyn BlobStore>,
+    /// The blob index.
+    pub index: Arc<Index>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Longest time a download may take.
+    pub timeout: Duration,
+}
+
+/// The downloads in progress, by digest.
+#[derive(Default)]
+pub struct Fills {
+    map: Arc<Mutex<HashMap<Digest, Arc<Fill>>>>,
+}
+
+/// How a caller got its fill.
+pub enum Joined {
+    /// The blob turned out to be stored already.
+    Stored,
+    /// A download: `true` if it was already running.
+    Fill(Arc<Fill>, bool),
+}
+
+impl Fills {
+    /// Joins the download of `digest`, or starts one from `upstream`.
+    pub fn join_or_start(
+        &self,
+        ctx: &FillContext,
+        upstream: Arc<Upstream>,
+        repo: RepoName,
+        digest: &Digest,
+    ) -> Joined {
+        let mut map = self.map.lock().expect("fills lock");
+        if let Some(f) = map.get(digest) {
+            Metrics::per_upstream(&ctx.metrics.coalesced_waiters, upstream.name(), 1);
+            return Joined::Fill(f.clone(), true);
+        }
+        // Checked under the lock: a fill inserts into the index before it leaves the map.
+        if ctx.index.contains(digest) {
+            return Joined::Stored;
+        }
+        let (started_tx, started_rx) = watch::channel(None);
+        let (progress_tx, _) = watch::channel(Progress::Growing(0));
+        let fill = Arc::new(Fill {
+            started: started_rx,
+            progress: progress_tx,
+        });
+        map.insert(digest.clone(), fill.clone());
+        let job = Job {
+            ctx: ctx.clone(),
+            upstream,
+            repo,
+            digest: digest.clone(),
+            fill: fill.clone(),
+            started: started_tx,
+        };
+        let map2 = self.map.clone();
+        tokio::spawn(async move {
+            let digest = job.digest.clone();
+            job.run().await;
+            map2.lock().expect("fills lock").remove(&digest);
+        });
+        Joined::Fill(fill, false)
+    }
+
+    /// Number of downloads in progress.
+    pub fn len(&self) -> usize {
+        self.map.lock().expect("fills lock").len()
+    }
+
+    /// Whether no download is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The running download of `digest`, if any.
+    pub fn get(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.map.lock().expect("fills lock").get(digest).cloned()
+    }
+}
+
+struct Job {
+    ctx: FillContext,
+    upstream: Arc<Upstream>,
+    repo: RepoName,
+    digest: Digest,
+    fill: Arc<Fill>,
+    started: watch::Sender<Option<std::result::Result<Started, MirrorError>>>,
+}
+
+/// The spool file being written and everything known about the download so far.
+struct Spool {
+    path: PathBuf,
+    file: File,
+    written: u64,
+    hasher: Option<DigestVerifier>,
+    size: Option<u64>,
+    ingested: bool,
+}
+
+impl Job {
+    async fn run(self) {
+        self.ctx.metrics.inflight_fills.inc();
+        let mut spool = None;
+        let result = match tokio::time::timeout(self.ctx.timeout, self.download(&mut spool)).await {
+            Ok(r) => r,
+            Err(_) => Err(self.failure("download took longer than cache.fill_timeout")),
+        };
+        self.ctx.metrics.inflight_fills.dec();
+        match result {
+            Ok(()) => {
+                let _ = self.fill.progress.send(Progress::Done);
+            }
+            Err(e) => {
+                self.fail(&e);
+                if let Some(s) = spool.filter(|s: &Spool| !s.ingested) {
+                    let _ = std::fs::remove_file(&s.path);
+                }
+            }
+        }
+    }
+
+    fn failure(&self, message: &str) -> MirrorError {
+        MirrorError::Fill {
+            digest: self.digest.to_string(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn fail(&self, e: &MirrorError) {
+        let reason = match e {
+            MirrorError::Upstream(u) => u.reason(),
+            MirrorError::Fill { message, .. } if message.contains("digest") => "digest_mismatch",
+            MirrorError::Fill { .. } => "download",
+            _ => "storage",
+        };
+        if !matches!(
+            e,
+            MirrorError::Upstream(ferry_upstream::UpstreamError::NotFound { .. })
+        ) {
+            tracing::warn!(digest = %self.digest, upstream = self.upstream.name(), repository = %self.repo, error = %e, "blob download failed");
+        }
+        self.ctx
+            .metrics
+            .fill_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+        self.started.send_if_modified(|s| {
+            if s.is_none() {
+                *s = Some(Err(e.clone()));
+                true
+            } else {
+                false
+            }
+        });
+        let _ = self
+            .fill
+            .progress
+            .send(Progress::Failed(e.to_string().into()));
+    }
+
+    async fn download(&self, slot: &mut Option<Spool>) -> Result<()> {
+        let dl = self.upstream.blob(&self.repo, &self.digest, 0).await?;
+        let path = temp_path(&self.ctx.store.spool_dir());
+        let file = File::create(&path)?;
+        let reader = Arc::new(File::open(&path)?);
+        let spool = slot.insert(Spool {
+            path,
+            file,
+            written: 0,
+            hasher: Some(DigestVerifier::for_digest(&self.digest)),
+            size: dl.size,
+            ingested: false,
+        });
+        let _ = self.started.send(Some(Ok(Started {
+            size: dl.size,
+            file: reader,
+        })));
+        let mut stream = dl.stream;
+        let mut skip = 0u64;
+        let mut resumes = 0;
+        loop {
+            let (batch, eof, err) = next_batch(&mut stream).await;
+            let batch = trim_skipped(batch, &mut skip);
+            if !batch.is_empty() {
+                self.write(spool, batch).await?;
+            }
+            match (eof, err) {
+                (true, None) => break,
+                (_, Some(e)) if resumes < MAX_RESUMES => {
+                    resumes += 1;
+                    tracing::info!(digest = %self.digest, at = spool.written, error = %e, "download cut, resuming");
+                    let dl = self
+                        .upstream
+                        .blob(&self.repo, &self.digest, spool.written)
+                        .await?;
+                    skip = spool.written - dl.offset.min(spool.written);
+                    stream = dl.stream;
+                }
+                (_, Some(e)) => {
+                    return Err(self.failure(&format!(
+                        "connection failed after {MAX_RESUMES} resumes: {e}"
+                    )));
+                }
+                (false, None) => {}
+            }
+        }
+        self.verify_and_store(spool).await
+    }
+
+    async fn write(&self, spool: &mut Spool, batch: BytesMut) -> Result<()> {
+        let new_len = spool.written + batch.len() as u64;
+        if spool.size.is_some_and(|s| new_len > s) {
+            return Err(self.failure("upstream sent more bytes than its Content-Length"));
+        }
+        let mut file = spool.file.try_clone()?;
+        let mut hasher = spool.hasher.take().expect("hasher present");
+        let hasher = tokio::task::spawn_blocking(move || {
+            hasher.update(&batch);
+            file.write_all(&batch).map(|()| hasher)
+        })
+        .await
+        .map_err(|e| self.failure(&e.to_string()))??;
+        spool.hasher = Some(hasher);
+        spool.written = new_len;
+        let _ = self.fill.progress.send(Progress::Growing(new_len));
+        Ok(())
+    }
+
+    async fn verify_and_store(&self, spool: &mut Spool) -> Result<()> {
+        if let Some(size) = spool.size.filter(|&s| s != spool.written) {
+            return Err(self.failure(&format!("upstream sent {} of {size} bytes", spool.written)));
+        }
+        let got = spool.hasher.take().expect("hasher present").finish();
+        if got != self.digest {
+            return Err(self.failure(&format!(
+                "digest mismatch: upstream content hashes to {got}"
+            )));
+        }
+        let file = spool.file.try_clone()?;
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| self.failure(&e.to_string()))??;
+        self.ctx.store.ingest(&self.digest, &spool.path).await?;
+        spool.ingested = true;
+        self.ctx.index.insert(self.digest.clone(), spool.written);
+        Ok(())
+    }
+}
+
+/// Reads what the stream has ready, up to [`BATCH`] bytes, waiting only for the first chunk.
+/// Returns the bytes, whether the stream ended, and an error that ended it.
+async fn next_batch(
+    stream: &mut BoxStream<'static, std::io::Result<bytes::Bytes>>,
+) -> (BytesMut, bool, Option<std::io::Error>) {
+    let mut buf = BytesMut::new();
+    match stream.next().await {
+        None => return (buf, true, None),
+        Some(Err(e)) => return (buf, false, Some(e)),
+        Some(Ok(c)) => buf.extend_from_slice(&c),
+    }
+    while buf.len() < BATCH {
+        match stream.next().now_or_never() {
+            Some(Some(Ok(c))) => buf.extend_from_slice(&c),
+            Some(Some(Err(e))) => return (buf, false, Some(e)),
+            Some(None) => return (buf, true, None),
+            None => break,
+        }
+    }
+    (buf, false, None)
+}
+
+/// Drops the first `skip` bytes (already written before a resume that restarted at 0).
+fn trim_skipped(mut batch: BytesMut, skip: &mut u64) -> BytesMut {
+    let n = (*skip).min(batch.len() as u64) as usize;
+    *skip -= n as u64;
+    batch.split_off(n)
+}

@@ -1,0 +1,89 @@
+//! Freshness policy: how long a tag answer is trusted, which tags never change, and whether a
+//! stale answer may be served when the upstream fails.
+
+use std::time::{Duration, SystemTime};
+
+use ferry_config::Config;
+use regex::Regex;
+
+/// The cache policy derived from the config.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    default_ttl: Duration,
+    per_upstream: Vec<(String, Duration)>,
+    immutable: Vec<Regex>,
+    /// Serve cached tags when the upstream fails.
+    pub serve_stale: bool,
+    /// How long a "not found" from upstream is remembered.
+    pub negative_ttl: Duration,
+}
+
+impl Policy {
+    /// Builds the policy (patterns are already validated).
+    pub fn new(config: &Config) -> Self {
+        let per_upstream = config
+            .upstreams
+            .iter()
+            .filter_map(|(n, u)| u.tag_ttl.map(|t| (n.clone(), t.0)))
+            .collect();
+        let immutable = config
+            .cache
+            .immutable_tags
+            .iter()
+            .filter_map(|p| Regex::new(&format!("^(?:{p})$")).ok())
+            .collect();
+        Policy {
+            default_ttl: config.cache.tag_ttl.0,
+            per_upstream,
+            immutable,
+            serve_stale: config.cache.serve_stale,
+            negative_ttl: config.cache.negative_ttl.0,
+        }
+    }
+
+    /// The tag TTL of an upstream.
+    pub fn tag_ttl(&self, upstream: &str) -> Duration {
+        self.per_upstream
+            .iter()
+            .find(|(n, _)| n == upstream)
+            .map_or(self.default_ttl, |(_, t)| *t)
+    }
+
+    /// Whether a tag matches an immutable pattern (never revalidated).
+    pub fn is_immutable(&self, tag: &str) -> bool {
+        self.immutable.iter().any(|r| r.is_match(tag))
+    }
+
+    /// Whether a tag answer fetched at `fetched_at` may be used without asking upstream.
+    pub fn is_fresh(&self, upstream: &str, tag: &str, fetched_at: SystemTime) -> bool {
+        if self.is_immutable(tag) {
+            return true;
+        }
+        let age = SystemTime::now()
+            .duration_since(fetched_at)
+            .unwrap_or_default();
+        age < self.tag_ttl(upstream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_and_immutable_tags() {
+        let text = "cache:\n  tag_ttl: 10m\n  immutable_tags: ['v?[0-9]+\\.[0-9]+\\.[0-9]+']\nupstreams:\n  docker.io: {}\n  ghcr.io: {tag_ttl: 1m}\n";
+        let p = Policy::new(&Config::from_yaml(text, Vec::new()).unwrap());
+        let now = SystemTime::now();
+        let five_min_ago = now - Duration::from_secs(300);
+        assert!(p.is_fresh("docker.io", "latest", five_min_ago));
+        assert!(
+            !p.is_fresh("ghcr.io", "latest", five_min_ago),
+            "per-upstream TTL"
+        );
+        assert!(p.is_fresh("ghcr.io", "v1.2.3", now - Duration::from_secs(86_400 * 365)));
+        assert!(p.is_fresh("ghcr.io", "1.2.3", five_min_ago));
+        assert!(!p.is_immutable("1.2.3-rc1"), "patterns match whole tags");
+        assert!(!p.is_immutable("latest"));
+    }
+}

@@ -1,0 +1,484 @@
+//! Engine tests against an in-process fake upstream (faults a real registry cannot produce on
+//! demand: slow bodies, cut connections, wrong bytes).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use ferry_oci::{Digest, Reference};
+use ferry_storage::fs::FsStore;
+use futures_util::StreamExt;
+use http::StatusCode;
+
+use super::*;
+
+#[derive(Default)]
+struct Fake {
+    blobs: Mutex<HashMap<String, Bytes>>,
+    manifests: Mutex<HashMap<String, (Bytes, &'static str)>>,
+    hits: Mutex<HashMap<(String, String), usize>>,
+    /// Pause between 64 KiB chunks of blob bodies.
+    slow: Mutex<Duration>,
+    /// Cut blob bodies after this many bytes, this many times.
+    cut: Mutex<Option<(usize, usize)>>,
+    /// Serve corrupted blob bytes.
+    corrupt: Mutex<bool>,
+    /// Answer everything with this status.
+    down: Mutex<Option<StatusCode>>,
+    ranges: AtomicUsize,
+}
+
+impl Fake {
+    fn hits(&self, method: &str, suffix: &str) -> usize {
+        let h = self.hits.lock().unwrap();
+        h.iter()
+            .filter(|((m, p), _)| m == method && p.ends_with(suffix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+async fn handle(State(f): State<Arc<Fake>>, req: Request) -> Response {
+    let (method, path) = (req.method().to_string(), req.uri().path().to_owned());
+    *f.hits
+        .lock()
+        .unwrap()
+        .entry((method.clone(), path.clone()))
+        .or_default() += 1;
+    if let Some(s) = *f.down.lock().unwrap() {
+        return (s, "down").into_response();
+    }
+    if let Some((_, d)) = path.split_once("/blobs/") {
+        let Some(data) = f.blobs.lock().unwrap().get(d).cloned() else {
+            return (
+                StatusCode::NOT_FOUND,
+                r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#,
+            )
+                .into_response();
+        };
+        let from = req
+            .headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes="))
+            .and_then(|v| v.trim_end_matches('-').parse::<usize>().ok());
+        return blob_response(&f, data, from, method == "HEAD");
+    }
+    if let Some((_, r)) = path.split_once("/manifests/") {
+        let Some((bytes, mt)) = f.manifests.lock().unwrap().get(r).cloned() else {
+            return (
+                StatusCode::NOT_FOUND,
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+            )
+                .into_response();
+        };
+        let digest = Digest::sha256_of(&bytes).to_string();
+        let hdrs = [
+            ("content-type", mt.to_string()),
+            ("docker-content-digest", digest),
+        ];
+        return if method == "HEAD" {
+            (hdrs, [("content-length", bytes.len().to_string())]).into_response()
+        } else {
+            (hdrs, bytes).into_response()
+        };
+    }
+    StatusCode::NOT_FOUND.into_response()
+}
+
+fn blob_response(f: &Fake, mut data: Bytes, from: Option<usize>, head: bool) -> Response {
+    let total = data.len();
+    if *f.corrupt.lock().unwrap() {
+        let mut v = data.to_vec();
+        v[0] ^= 0xff;
+        data = Bytes::from(v);
+    }
+    let start = from.unwrap_or(0);
+    if from.is_some() {
+        f.ranges.fetch_add(1, Ordering::SeqCst);
+    }
+    let body_len = total - start;
+    let (status, range_hdr) = match from {
+        Some(s) => (
+            StatusCode::PARTIAL_CONTENT,
+            Some(format!("bytes {s}-{}/{total}", total - 1)),
+        ),
+        None => (StatusCode::OK, None),
+    };
+    let mut resp = Response::builder()
+        .status(status)
+        .header("content-length", body_len);
+    if let Some(r) = range_hdr {
+        resp = resp.header("content-range", r);
+    }
+    if head {
+        return resp.body(Body::empty()).unwrap();
+    }
+    let slow = *f.slow.lock().unwrap();
+    let cut_at = {
+        let mut cut = f.cut.lock().unwrap();
+        match cut.as_mut() {
+            Some((at, times)) if *times > 0 => {
+                *times -= 1;
+                Some(*at)
+            }
+            _ => None,
+        }
+    };
+    let chunks: Vec<Bytes> = data
+        .slice(start..)
+        .chunks(64 * 1024)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let stream =
+        futures_util::stream::iter(chunks.into_iter().enumerate()).then(move |(i, c)| async move {
+            if !slow.is_zero() {
+                tokio::time::sleep(slow).await;
+            }
+            if cut_at.is_some_and(|at| (i + 1) * 64 * 1024 > at) {
+                return Err(std::io::Error::other("connection cut"));
+            }
+            Ok::<_, std::io::Error>(c)
+        });
+    resp.body(Body::from_stream(stream)).unwrap()
+}
+
+struct Env {
+    fake: Arc<Fake>,
+    mirror: Mirror,
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+}
+
+async fn env_with(extra: &str) -> Env {
+    let fake = Arc::new(Fake::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let text = format!("upstreams:\n  docker.io:\n    url: http://127.0.0.1:{port}\n{extra}");
+    let config = Config::from_yaml(&text, Vec::new()).unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(&root).unwrap());
+    let mirror = Mirror::start(&config, store, Arc::new(Metrics::new()))
+        .await
+        .unwrap();
+    Env {
+        fake,
+        mirror,
+        _dir: dir,
+        root,
+    }
+}
+
+fn add_blob(fake: &Fake, len: usize, seed: u8) -> (Digest, Bytes) {
+    let data: Bytes = (0..len)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into();
+    let d = Digest::sha256_of(&data);
+    fake.blobs
+        .lock()
+        .unwrap()
+        .insert(d.to_string(), data.clone());
+    (d, data)
+}
+
+async fn read_all(a: BlobAnswer) -> std::io::Result<Vec<u8>> {
+    let BlobBody::Stream(mut s) = a.body else {
+        panic!("redirect")
+    };
+    let mut out = Vec::new();
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c?);
+    }
+    Ok(out)
+}
+
+fn spool_is_empty(root: &std::path::Path) -> bool {
+    std::fs::read_dir(root.join("_spool"))
+        .unwrap()
+        .next()
+        .is_none()
+}
+
+#[tokio::test]
+async fn fifty_concurrent_misses_cause_one_upstream_get() {
+    let env = env_with("").await;
+    *env.fake.slow.lock().unwrap() = Duration::from_millis(5);
+    let (d, data) = add_blob(&env.fake, 3 * 1024 * 1024, 1);
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (m, t, d) = (env.mirror.clone(), t.clone(), d.clone());
+        tasks.push(tokio::spawn(async move {
+            if i >= 25 {
+                tokio::time::sleep(Duration::from_millis(100)).await; // join halfway through
+            }
+            read_all(m.blob(&t, &d, None, false).await.unwrap())
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap() == data);
+    }
+    assert_eq!(
+        env.fake.hits("GET", &d.to_string()),
+        1,
+        "exactly one upstream GET"
+    );
+    // Now cached: no further upstream request.
+    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    assert_eq!(a.outcome, Outcome::Hit);
+    assert!(read_all(a).await.unwrap() == data);
+    assert_eq!(env.fake.hits("GET", &d.to_string()), 1);
+    assert!(spool_is_empty(&env.root));
+}
+
+#[tokio::test]
+async fn first_bytes_arrive_before_the_download_ends() {
+    let env = env_with("").await;
+    *env.fake.slow.lock().unwrap() = Duration::from_millis(50);
+    let (d, _) = add_blob(&env.fake, 20 * 64 * 1024, 2); // ~1 s upstream transfer
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let start = std::time::Instant::now();
+    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let BlobBody::Stream(mut s) = a.body else {
+        panic!()
+    };
+    s.next().await.unwrap().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "first chunk after {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_digest_is_never_cached() {
+    let env = env_with("").await;
+    *env.fake.corrupt.lock().unwrap() = true;
+    let (d, data) = add_blob(&env.fake, 200_000, 3);
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let err = read_all(a).await.unwrap_err();
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        env.mirror.store().stat(&d).await.unwrap().is_none(),
+        "nothing stored"
+    );
+    assert!(spool_is_empty(&env.root), "spool cleaned up");
+    *env.fake.corrupt.lock().unwrap() = false;
+    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    assert!(
+        read_all(a).await.unwrap() == data,
+        "the next request fetches again"
+    );
+    assert_eq!(env.fake.hits("GET", &d.to_string()), 2);
+}
+
+#[tokio::test]
+async fn a_cut_download_resumes_with_a_range_request() {
+    let env = env_with("").await;
+    *env.fake.cut.lock().unwrap() = Some((300 * 1024, 2));
+    // Slow enough that the response head is flushed before the cut, as in a real mid-body cut.
+    *env.fake.slow.lock().unwrap() = Duration::from_millis(2);
+    let (d, data) = add_blob(&env.fake, 1024 * 1024, 4);
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    assert!(read_all(a).await.unwrap() == data);
+    assert_eq!(env.fake.ranges.load(Ordering::SeqCst), 2, "resumed twice");
+    assert!(env.mirror.store().stat(&d).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn ranges_on_cold_and_cached_blobs() {
+    let env = env_with("").await;
+    let (d, data) = add_blob(&env.fake, 100_000, 5);
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let cold = env
+        .mirror
+        .blob(&t, &d, Some("bytes=1000-1999"), false)
+        .await
+        .unwrap();
+    assert_eq!(cold.range.unwrap().len(), 1000);
+    assert_eq!(read_all(cold).await.unwrap(), &data[1000..2000]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let warm = env
+        .mirror
+        .blob(&t, &d, Some("bytes=-10"), false)
+        .await
+        .unwrap();
+    assert_eq!(warm.outcome, Outcome::Hit);
+    assert_eq!(read_all(warm).await.unwrap(), &data[data.len() - 10..]);
+    let bad = env.mirror.blob(&t, &d, Some("bytes=200000-"), false).await;
+    assert!(matches!(bad, Err(MirrorError::Range { size: 100_000, .. })));
+}
+
+#[tokio::test]
+async fn unknown_blobs_are_upstream_not_found() {
+    let env = env_with("").await;
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let d = Digest::sha256_of(b"nope");
+    let err = env.mirror.blob(&t, &d, None, false).await.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            MirrorError::Upstream(ferry_upstream::UpstreamError::NotFound {
+                code: ferry_oci::ErrorCode::BlobUnknown,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":1},"layers":[]}"#;
+
+fn add_manifest(fake: &Fake, tag: &str, body: &str) -> Digest {
+    let bytes = Bytes::from(body.to_owned());
+    let d = Digest::sha256_of(&bytes);
+    let mt = ferry_oci::manifest::OCI_MANIFEST;
+    fake.manifests
+        .lock()
+        .unwrap()
+        .insert(tag.to_owned(), (bytes.clone(), mt));
+    fake.manifests
+        .lock()
+        .unwrap()
+        .insert(d.to_string(), (bytes, mt));
+    d
+}
+
+#[tokio::test]
+async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
+    let env = env_with("cache:\n  tag_ttl: 1s\n").await;
+    let d = add_manifest(&env.fake, "v1", MANIFEST);
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let tag = Reference::parse("v1").unwrap();
+    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    assert_eq!((a.outcome, &a.manifest.digest), (Outcome::Miss, &d));
+    assert_eq!(
+        a.manifest.bytes,
+        MANIFEST.as_bytes(),
+        "the upstream's exact bytes"
+    );
+    assert_eq!(
+        env.mirror.manifest(&t, &tag).await.unwrap().outcome,
+        Outcome::Hit
+    );
+    assert_eq!(
+        env.mirror
+            .manifest(&t, &Reference::Digest(d.clone()))
+            .await
+            .unwrap()
+            .outcome,
+        Outcome::Hit
+    );
+    assert_eq!(env.fake.hits("GET", "/manifests/v1"), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        env.mirror.manifest(&t, &tag).await.unwrap().outcome,
+        Outcome::Revalidated
+    );
+    assert_eq!(
+        (
+            env.fake.hits("HEAD", "/manifests/v1"),
+            env.fake.hits("GET", "/manifests/v1")
+        ),
+        (1, 1)
+    );
+    // The tag moves upstream: after the TTL, the new manifest is fetched.
+    let d2 = add_manifest(
+        &env.fake,
+        "v1",
+        &MANIFEST.replace("\"layers\":[]", "\"layers\":[] "),
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    assert_eq!((a.outcome, &a.manifest.digest), (Outcome::Miss, &d2));
+}
+
+#[tokio::test]
+async fn stale_tags_are_served_when_the_upstream_fails() {
+    let env = env_with("cache:\n  tag_ttl: 1s\n").await;
+    let d = add_manifest(&env.fake, "latest", MANIFEST);
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let tag = Reference::parse("latest").unwrap();
+    env.mirror.manifest(&t, &tag).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for status in [
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::BAD_GATEWAY,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ] {
+        *env.fake.down.lock().unwrap() = Some(status);
+        let a = env.mirror.manifest(&t, &tag).await.unwrap();
+        assert_eq!(
+            (a.outcome, &a.manifest.digest),
+            (Outcome::Stale, &d),
+            "{status}"
+        );
+    }
+    // A tag never seen cannot be served stale.
+    let err = env
+        .mirror
+        .manifest(&t, &Reference::parse("other").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MirrorError::Upstream(u) if u.is_transient()));
+}
+
+#[tokio::test]
+async fn not_found_is_remembered_briefly() {
+    let env = env_with("cache:\n  negative_ttl: 1s\n").await;
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let tag = Reference::parse("missing").unwrap();
+    for _ in 0..3 {
+        assert!(env.mirror.manifest(&t, &tag).await.is_err());
+    }
+    assert_eq!(env.fake.hits("GET", "/manifests/missing"), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    add_manifest(&env.fake, "missing", MANIFEST);
+    assert_eq!(
+        env.mirror.manifest(&t, &tag).await.unwrap().outcome,
+        Outcome::Miss
+    );
+}
+
+#[tokio::test]
+async fn the_blob_index_survives_a_restart() {
+    let env = env_with("").await;
+    let (d, _) = add_blob(&env.fake, 1000, 9);
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    read_all(env.mirror.blob(&t, &d, None, false).await.unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(&env.root).unwrap());
+    let config = Config::from_yaml(
+        "upstreams:\n  docker.io:\n    url: http://127.0.0.1:1\n",
+        Vec::new(),
+    )
+    .unwrap();
+    let again = Mirror::start(&config, store, Arc::new(Metrics::new()))
+        .await
+        .unwrap();
+    let t = again.resolve("org/app", None, None).unwrap();
+    let a = again.blob(&t, &d, None, false).await.unwrap();
+    assert_eq!(
+        a.outcome,
+        Outcome::Hit,
+        "served with the upstream unreachable"
+    );
+}
