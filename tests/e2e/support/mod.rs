@@ -13,6 +13,22 @@
 //!
 //! Processes and servers stop when their handle is dropped; logs are printed when a test
 //! panics. Ports are leased across processes, so tests run in parallel safely.
+//!
+//! A typical test:
+//!
+//! ```text
+//! #[test]
+//! fn multi_platform_image_pulls_through_ferry() {
+//!     let upstream = Registry::start();
+//!     let image = push_fixture(&upstream, Fixture::multi(), "library/hello:1");
+//!     let ferry = Ferry::builder().upstream("docker.io", &upstream).start();
+//!     let reference = format!("docker://{}/docker.io/library/hello:1", ferry.host());
+//!     assert_eq!(skopeo_inspect_raw_digest(&reference), image.digest);
+//!     let out = tempfile::tempdir().unwrap();
+//!     skopeo_copy(&reference, &format!("dir:{}", out.path().display()), &["--all"]);
+//!     assert_eq!(upstream.blob_gets(), image.blobs.len());
+//! }
+//! ```
 
 // A library for many test modules: each test binary build uses only part of it.
 #![allow(dead_code, unused_imports)]
