@@ -209,9 +209,10 @@ impl Mirror {
         self.inner.fills.len()
     }
 
-    /// Stops background upkeep (after writing back access times).
-    pub fn shutdown(&self) {
+    /// Stops background upkeep and writes back access times.
+    pub async fn shutdown(&self) {
         self.inner.stop.cancel();
+        self.inner.index.flush(self.inner.store.as_ref()).await;
     }
 
     fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {

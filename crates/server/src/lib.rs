@@ -1,1 +1,74 @@
-//! ferry's HTTP server: the OCI pull API over the mirror engine
+//! # ferry-server: the HTTP face of the mirror
+//!
+//! The router sends `/v2/...` to [`registry::handle`], which parses the path, routes it to an
+//! upstream repository and calls [`ferry_mirror::Mirror`]; failures become OCI errors in one
+//! place ([`error`]). Around it: `/healthz` (alive), `/readyz` (storage writable),
+//! `/metrics` (Prometheus text), one log line per request ([`observe`]) and the accept loop
+//! with graceful shutdown ([`listen`]).
+
+pub mod error;
+pub mod listen;
+pub mod observe;
+pub mod registry;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use ferry_metrics::Metrics;
+use ferry_mirror::Mirror;
+use http::{StatusCode, header};
+
+/// Everything the handlers share.
+pub struct App {
+    /// The cache engine.
+    pub mirror: Mirror,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The full router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v2", any(registry::handle))
+        .route("/v2/", any(registry::handle))
+        .route("/v2/{*rest}", any(registry::handle))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.mirror.check_ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.metrics.inflight_fills.get();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error::ApiError::new(
+        ferry_oci::ErrorCode::NameUnknown,
+        "not found: ferry serves the registry API under /v2/",
+    )
+    .into_response()
+}

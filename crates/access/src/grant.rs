@@ -1,0 +1,136 @@
+//! An admitted request: who it is, the concurrency slot it holds, and what its response body
+//! must be counted against ([`Grant::meter`]).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::denial::Denial;
+use crate::meter::Metered;
+use crate::quota::concurrency::Permit;
+use crate::quota::local::LocalStore;
+use crate::quota::{Store, Tier};
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// No login (counted per client IP).
+    Anonymous,
+    /// A logged-in user (counted per user).
+    User(String),
+}
+
+impl Identity {
+    /// The user name, if logged in.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Identity::Anonymous => None,
+            Identity::User(u) => Some(u),
+        }
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Anonymous => f.write_str("anonymous"),
+            Identity::User(u) => f.write_str(u),
+        }
+    }
+}
+
+/// How a response body was produced, for the byte quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Served from the cache.
+    Hit,
+    /// Fetched from the upstream (costs upstream traffic).
+    Miss,
+    /// Not content (an error, a redirect): not counted.
+    None,
+}
+
+/// What the byte accounting of a grant needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Meter {
+    pub(crate) store: Arc<Store>,
+    pub(crate) local: Arc<LocalStore>,
+    pub(crate) tier: Arc<Tier>,
+    pub(crate) subject: String,
+    pub(crate) blob: bool,
+}
+
+/// An admitted request.
+#[derive(Debug)]
+pub struct Grant {
+    identity: Identity,
+    ip: IpAddr,
+    meter: Option<Meter>,
+    permit: Option<Permit>,
+    miss_denial: Option<Denial>,
+}
+
+impl Grant {
+    /// A grant with nothing to count.
+    pub(crate) fn free(identity: Identity, ip: IpAddr) -> Grant {
+        Grant {
+            identity,
+            ip,
+            meter: None,
+            permit: None,
+            miss_denial: None,
+        }
+    }
+
+    /// A grant with a slot, byte accounting and the cache-miss verdict.
+    pub(crate) fn counted(
+        identity: Identity,
+        ip: IpAddr,
+        meter: Option<Meter>,
+        permit: Option<Permit>,
+        miss_denial: Option<Denial>,
+    ) -> Grant {
+        Grant {
+            identity,
+            ip,
+            meter,
+            permit,
+            miss_denial,
+        }
+    }
+
+    /// Who is asking.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The client address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// Whether this client may cause an upstream fetch (a cache miss) now: `Err` when its
+    /// `miss_requests` or `miss_bytes` quota is used up. Cached content is still served; call
+    /// this before going upstream and answer the denial instead.
+    pub fn miss_allowed(&self) -> Result<(), Denial> {
+        match &self.miss_denial {
+            Some(d) => Err(d.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Wraps a response body: counts its bytes against the byte quotas (and, for a `Miss`,
+    /// the cache-miss quotas), throttles blob bytes to the bandwidth cap, and holds the
+    /// concurrency slot until the body ends or is dropped. A body in progress is never cut:
+    /// a client that goes over is refused on its next request.
+    pub fn meter<S, E>(self, body: S, outcome: CacheOutcome) -> Metered<S>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+    {
+        let meter = self.meter.filter(|_| outcome != CacheOutcome::None);
+        Metered::new(body, meter, outcome == CacheOutcome::Miss, self.permit)
+    }
+}

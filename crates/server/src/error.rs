@@ -1,0 +1,178 @@
+//! The one place where failures become HTTP answers: every error is an OCI JSON error with the
+//! status of its code (plus `Retry-After` for rate limits and `Content-Range` for bad ranges).
+
+use axum::response::{IntoResponse, Response};
+use ferry_mirror::{MirrorError, RouteError};
+use ferry_oci::errcode::{ErrorCode, OciError};
+use ferry_oci::reference::ReferenceError;
+use ferry_oci::route::RouteError as PathError;
+use ferry_upstream::UpstreamError;
+use http::{HeaderValue, StatusCode, header};
+
+/// An error answer: the OCI error plus optional extra headers.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The OCI error.
+    pub error: OciError,
+    /// Status override (upstream failures answer 502/503 with an OCI code).
+    pub status: Option<StatusCode>,
+    /// Extra headers.
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    /// An error with the status of its code.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            error: OciError::new(code, message),
+            status: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn with_status(mut self, s: StatusCode) -> Self {
+        self.status = Some(s);
+        self
+    }
+
+    fn with_header(mut self, name: header::HeaderName, value: String) -> Self {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    /// The HTTP status answered.
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or(self.error.status())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.error.to_json(),
+        )
+            .into_response();
+        for (k, v) in self.headers {
+            resp.headers_mut().insert(k, v);
+        }
+        resp
+    }
+}
+
+impl From<PathError> for ApiError {
+    fn from(e: PathError) -> Self {
+        match e {
+            PathError::NotFound => ApiError::new(ErrorCode::NameUnknown, "unknown API endpoint"),
+            PathError::TooLong | PathError::Name(_) => {
+                ApiError::new(ErrorCode::NameInvalid, e.to_string())
+            }
+            PathError::Digest(d) => ApiError::new(ErrorCode::DigestInvalid, d.to_string()),
+            PathError::Reference(ReferenceError::Digest(d)) => {
+                ApiError::new(ErrorCode::DigestInvalid, d.to_string())
+            }
+            PathError::Reference(ReferenceError::Tag(t)) => {
+                ApiError::new(ErrorCode::TagInvalid, t.to_string())
+            }
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::UnknownRegistry(_) => ApiError::new(ErrorCode::NameUnknown, e.to_string()),
+            RouteError::InvalidName(_) | RouteError::MissingRepository(_) => {
+                ApiError::new(ErrorCode::NameInvalid, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        let msg = e.to_string();
+        match e {
+            UpstreamError::NotFound { code, .. } => ApiError::new(code, msg),
+            UpstreamError::Unauthorized { .. } => ApiError::new(ErrorCode::Unauthorized, msg),
+            UpstreamError::Denied { .. } => ApiError::new(ErrorCode::Denied, msg),
+            UpstreamError::RateLimited { retry_after, .. } => {
+                let secs = retry_after.map_or(60, |d| d.as_secs().max(1));
+                ApiError::new(ErrorCode::TooManyRequests, msg)
+                    .with_header(header::RETRY_AFTER, secs.to_string())
+            }
+            UpstreamError::Unreachable { .. } => ApiError::new(ErrorCode::Unavailable, msg),
+            UpstreamError::Status { .. } | UpstreamError::Invalid { .. } => {
+                ApiError::new(ErrorCode::Unavailable, msg).with_status(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+}
+
+impl From<MirrorError> for ApiError {
+    fn from(e: MirrorError) -> Self {
+        match e {
+            MirrorError::Route(r) => r.into(),
+            MirrorError::Upstream(u) => u.into(),
+            MirrorError::Storage(m) => {
+                tracing::error!(error = %m, "cache storage failed");
+                ApiError::new(ErrorCode::Unknown, format!("cache storage failed: {m}"))
+            }
+            MirrorError::Range { size, message } => ApiError::new(ErrorCode::RangeInvalid, message)
+                .with_header(header::CONTENT_RANGE, format!("bytes */{size}")),
+            e @ MirrorError::Fill { .. } => ApiError::new(ErrorCode::Unavailable, e.to_string())
+                .with_status(StatusCode::BAD_GATEWAY),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn upstream_errors_keep_their_meaning() {
+        let nf: ApiError = UpstreamError::NotFound {
+            code: ErrorCode::ManifestUnknown,
+            message: "m".into(),
+        }
+        .into();
+        assert_eq!(
+            (nf.status(), nf.error.code),
+            (StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown)
+        );
+        let rl: ApiError = UpstreamError::RateLimited {
+            upstream: "u".into(),
+            retry_after: Some(Duration::from_secs(9)),
+        }
+        .into();
+        assert_eq!(rl.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            rl.headers[0],
+            (header::RETRY_AFTER, HeaderValue::from_static("9"))
+        );
+        let down: ApiError = UpstreamError::Status {
+            upstream: "u".into(),
+            status: 500,
+            message: String::new(),
+        }
+        .into();
+        assert_eq!(down.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn route_errors_name_the_problem() {
+        let e: ApiError = RouteError::UnknownRegistry("quay.io".into()).into();
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert!(e.error.message.contains("quay.io"));
+        let e: ApiError = ferry_oci::route::parse("/v2/a/blobs/sha256:zz")
+            .unwrap_err()
+            .into();
+        assert_eq!(e.error.code, ErrorCode::DigestInvalid);
+    }
+}

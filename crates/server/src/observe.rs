@@ -1,0 +1,187 @@
+//! One structured log line and the HTTP metrics for every request, emitted when the response
+//! body has been sent (or dropped), so the line carries the bytes actually served and the full
+//! duration: client IP, user, method, path, upstream, repository, cache outcome, status, bytes.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use ferry_metrics::{HttpLabels, KindLabels, Metrics, ServedLabels};
+use ferry_mirror::Outcome;
+use http::Method;
+use http_body::{Body as _, Frame, SizeHint};
+
+/// What is known about a request, filled in as it is handled.
+pub struct RequestLog {
+    start: Instant,
+    metrics: Arc<Metrics>,
+    /// Client address (after trusted-proxy resolution).
+    pub client: IpAddr,
+    /// HTTP method.
+    pub method: Method,
+    /// Request path.
+    pub path: String,
+    /// Endpoint family (metric label).
+    pub route: &'static str,
+    /// Upstream, once routed.
+    pub upstream: String,
+    /// Repository, once routed.
+    pub repository: String,
+    /// Cache outcome, once known.
+    pub outcome: Option<Outcome>,
+    /// Logged-in user, if any.
+    pub user: Option<String>,
+}
+
+impl RequestLog {
+    /// Starts the record of a request.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        client: IpAddr,
+        method: Method,
+        path: &str,
+        route: &'static str,
+    ) -> Self {
+        RequestLog {
+            start: Instant::now(),
+            metrics,
+            client,
+            method,
+            path: path.chars().take(300).collect(),
+            route,
+            upstream: String::new(),
+            repository: String::new(),
+            outcome: None,
+            user: None,
+        }
+    }
+
+    /// Counts the response head and arranges for the log line when its body ends.
+    pub fn finish(self, resp: Response) -> Response {
+        let status = resp.status().as_u16();
+        self.metrics
+            .http_duration
+            .get_or_create(&KindLabels {
+                upstream: self.upstream.clone(),
+                kind: self.route,
+            })
+            .observe(self.start.elapsed().as_secs_f64());
+        let (parts, body) = resp.into_parts();
+        let counted = Counted {
+            inner: body,
+            bytes: 0,
+            status,
+            log: Some(self),
+        };
+        Response::from_parts(parts, Body::new(counted))
+    }
+
+    fn emit(self, status: u16, bytes: u64, complete: bool) {
+        let m = &self.metrics;
+        let method = method_label(&self.method);
+        m.http_requests
+            .get_or_create(&HttpLabels {
+                route: self.route,
+                method,
+                status,
+                upstream: self.upstream.clone(),
+            })
+            .inc();
+        if bytes > 0 && !self.upstream.is_empty() {
+            let source = if self.outcome.is_some_and(|o| !o.is_hit()) {
+                "upstream"
+            } else {
+                "cache"
+            };
+            m.served_bytes
+                .get_or_create(&ServedLabels {
+                    upstream: self.upstream.clone(),
+                    source,
+                })
+                .inc_by(bytes);
+        }
+        tracing::info!(
+            target: "ferry::request",
+            client = %self.client,
+            user = self.user.as_deref().unwrap_or("-"),
+            method,
+            path = %self.path,
+            upstream = %self.upstream,
+            repository = %self.repository,
+            cache = self.outcome.map_or("-", |o| o.as_str()),
+            status,
+            bytes,
+            complete,
+            duration_ms = self.start.elapsed().as_millis() as u64,
+        );
+    }
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+/// A response body that counts its bytes and logs when finished or dropped.
+struct Counted {
+    inner: Body,
+    bytes: u64,
+    status: u16,
+    log: Option<RequestLog>,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                let (status, bytes) = (self.status, self.bytes);
+                if let Some(log) = self.log.take() {
+                    log.emit(status, bytes, true);
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            let complete = self.inner.is_end_stream();
+            log.emit(self.status, self.bytes, complete);
+        }
+    }
+}

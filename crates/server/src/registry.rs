@@ -1,0 +1,331 @@
+//! `/v2/...`: parse the path, route it to an upstream repository, call the mirror, answer.
+//!
+//! Only GET and HEAD are served (ferry is a read-only mirror). Every answer carries
+//! `Docker-Distribution-API-Version: registry/2.0`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use ferry_mirror::{BlobBody, Target};
+use ferry_oci::route::{self, Endpoint, Route};
+use ferry_oci::{Digest, ErrorCode, Reference};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+use crate::App;
+use crate::error::ApiError;
+use crate::observe::RequestLog;
+
+const API_VERSION: &str = "docker-distribution-api-version";
+
+/// Query parameters the pull API uses.
+#[derive(Debug, Default)]
+struct Query {
+    ns: Option<String>,
+    n: Option<String>,
+    last: Option<String>,
+    artifact_type: Option<String>,
+}
+
+fn parse_query(q: Option<&str>) -> Query {
+    let mut out = Query::default();
+    for (k, v) in url::form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+        let v = Some(v.into_owned());
+        match k.as_ref() {
+            "ns" => out.ns = v,
+            "n" => out.n = v,
+            "last" => out.last = v,
+            "artifactType" => out.artifact_type = v,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The client address from the accept loop (unspecified in in-process tests).
+pub fn peer_ip(req: &Parts) -> IpAddr {
+    req.extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// The host the client addressed (`:authority` or `Host`).
+fn request_host(req: &Parts) -> Option<String> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+}
+
+fn route_label(r: &Result<Route<'_>, route::RouteError>) -> &'static str {
+    match r {
+        Ok(Route::Base) => "base",
+        Ok(Route::Catalog) => "catalog",
+        Ok(Route::Repo { endpoint, .. }) => match endpoint {
+            Endpoint::Manifest(_) => "manifest",
+            Endpoint::Blob(_) => "blob",
+            Endpoint::BlobUpload => "upload",
+            Endpoint::TagsList => "tags",
+            Endpoint::Referrers(_) => "referrers",
+        },
+        Err(_) => "invalid",
+    }
+}
+
+/// The `/v2/...` handler.
+pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (req, _body) = req.into_parts();
+    let path = req.uri.path().to_owned();
+    let parsed = route::parse(&path);
+    let mut log = RequestLog::new(
+        app.metrics.clone(),
+        peer_ip(&req),
+        req.method.clone(),
+        &path,
+        route_label(&parsed),
+    );
+    let result = dispatch(&app, &req, parsed, &mut log).await;
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    resp.headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    log.finish(resp)
+}
+
+async fn dispatch(
+    app: &App,
+    req: &Parts,
+    parsed: Result<Route<'_>, route::RouteError>,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    let method = req.method.clone();
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "ferry is a read-only mirror: only GET and HEAD are served",
+        ));
+    }
+    let (name, endpoint) = match parsed? {
+        Route::Base => {
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                "{}",
+            )
+                .into_response());
+        }
+        Route::Catalog => {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                "the catalog of a mirror is not served",
+            ));
+        }
+        Route::Repo { name, endpoint } => (name, endpoint),
+    };
+    let query = parse_query(req.uri.query());
+    let target = app
+        .mirror
+        .resolve(name, query.ns.as_deref(), request_host(req).as_deref())?;
+    log.upstream = target.name.clone();
+    log.repository = target.repo.to_string();
+    let head = method == Method::HEAD;
+    match endpoint {
+        Endpoint::Manifest(r) => manifest(app, &target, &r, head, log).await,
+        Endpoint::Blob(d) if head => blob_head(app, &target, &d, log).await,
+        Endpoint::Blob(d) => blob(app, &target, &d, &req.headers, log).await,
+        Endpoint::TagsList => tags(app, &target, name, &query, log).await,
+        Endpoint::Referrers(d) => referrers(app, &target, &d, &query, head, log).await,
+        Endpoint::BlobUpload => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "ferry is a read-only mirror: pushes are not accepted",
+        )),
+    }
+}
+
+async fn manifest(
+    app: &App,
+    t: &Target,
+    r: &Reference,
+    head: bool,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    let a = app.mirror.manifest(t, r).await?;
+    log.outcome = Some(a.outcome);
+    let m = &a.manifest;
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(m.bytes.clone())
+    };
+    let resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, &m.media_type)
+        .header(header::CONTENT_LENGTH, m.bytes.len())
+        .header("docker-content-digest", m.digest.as_str())
+        .header(header::ETAG, format!("\"{}\"", m.digest))
+        .body(body)
+        .map_err(|e| ApiError::new(ErrorCode::Unknown, e.to_string()))?;
+    Ok(resp)
+}
+
+fn blob_headers(d: &Digest) -> [(header::HeaderName, HeaderValue); 3] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ),
+        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+        (
+            header::HeaderName::from_static("docker-content-digest"),
+            HeaderValue::from_str(d.as_str()).expect("digest is a header value"),
+        ),
+    ]
+}
+
+async fn blob_head(
+    app: &App,
+    t: &Target,
+    d: &Digest,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    let (size, outcome) = app.mirror.blob_head(t, d).await?;
+    log.outcome = Some(outcome);
+    let mut resp = (StatusCode::OK, blob_headers(d)).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    Ok(resp)
+}
+
+async fn blob(
+    app: &App,
+    t: &Target,
+    d: &Digest,
+    headers: &HeaderMap,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let a = app.mirror.blob(t, d, range, true).await?;
+    log.outcome = Some(a.outcome);
+    let stream = match a.body {
+        BlobBody::Redirect(url) => {
+            return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
+        }
+        BlobBody::Stream(s) => s,
+    };
+    let (status, len) = match a.range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.len()),
+        None => (StatusCode::OK, a.size),
+    };
+    let mut resp = (status, blob_headers(d), Body::from_stream(stream)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(r) = a.range {
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&r.content_range(a.size)).expect("valid header"),
+        );
+    }
+    Ok(resp)
+}
+
+async fn tags(
+    app: &App,
+    t: &Target,
+    name: &str,
+    q: &Query,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    let (mut all, outcome) = app.mirror.tags(t).await?;
+    log.outcome = Some(outcome);
+    all.sort();
+    all.dedup();
+    let n = match q.n.as_deref().map(str::parse::<usize>) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                "query parameter n must be a number",
+            )
+            .with_bad_request());
+        }
+    };
+    let start = q
+        .last
+        .as_ref()
+        .map_or(0, |l| all.partition_point(|t| t <= l));
+    let end = n.map_or(all.len(), |n| (start + n).min(all.len()));
+    let page = &all[start..end];
+    let body = serde_json::json!({ "name": name, "tags": page }).to_string();
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if let (Some(n), Some(last)) = (n, page.last())
+        && end < all.len()
+    {
+        let ns =
+            q.ns.as_ref()
+                .map(|ns| format!("&ns={ns}"))
+                .unwrap_or_default();
+        let link = format!("</v2/{name}/tags/list?n={n}&last={last}{ns}>; rel=\"next\"");
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(resp)
+}
+
+async fn referrers(
+    app: &App,
+    t: &Target,
+    d: &Digest,
+    q: &Query,
+    head: bool,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    let answer = app
+        .mirror
+        .referrers(t, d, q.artifact_type.as_deref())
+        .await?;
+    let Some(a) = answer else {
+        return Err(ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!("upstream {} has no referrers API", t.name),
+        ));
+    };
+    log.outcome = Some(a.outcome);
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, a.content_type)],
+        if head {
+            Body::empty()
+        } else {
+            Body::from(a.body)
+        },
+    )
+        .into_response();
+    if q.artifact_type.is_some() {
+        resp.headers_mut().insert(
+            "oci-filters-applied",
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    Ok(resp)
+}
+
+impl ApiError {
+    fn with_bad_request(mut self) -> Self {
+        self.status = Some(StatusCode::BAD_REQUEST);
+        self
+    }
+}

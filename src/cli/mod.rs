@@ -1,0 +1,77 @@
+//! The command line: one subcommand per job, each in its own module.
+
+mod check;
+mod client_config;
+mod serve;
+#[cfg(feature = "webhook")]
+mod webhook;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// ferry — a container registry mirror: proxies, caches, pre-syncs and copies OCI images.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the mirror (with no --config: 0.0.0.0:5000, cache in ./ferry-data, eight public registries).
+    Serve {
+        /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log format (overrides log.format).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
+    },
+    /// Validate a configuration file and explain every error by key and line.
+    CheckConfig {
+        /// Configuration file (YAML).
+        file: PathBuf,
+    },
+    /// Print (or write) client configuration that points Docker, containerd or Podman at ferry.
+    ClientConfig(client_config::Args),
+    /// Run the Kubernetes mutating admission webhook that rewrites pod images to the mirror.
+    #[cfg(feature = "webhook")]
+    Webhook {
+        /// Webhook configuration file (YAML, usually a mounted ConfigMap).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { config, log_format } => serve::run(config, log_format).await,
+        Command::CheckConfig { file } => check::run(&file),
+        Command::ClientConfig(args) => client_config::run(args),
+        #[cfg(feature = "webhook")]
+        Command::Webhook { config } => webhook::run(config).await,
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,126 @@
+//! `ferry serve`: load the config, open the cache, start the engine and the HTTP server; reload
+//! on SIGHUP (an invalid new config is logged and the old one kept); drain on SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ferry_config::{Config, LogFormat};
+use ferry_metrics::Metrics;
+use ferry_mirror::Mirror;
+use ferry_server::App;
+use ferry_server::listen::{self, ListenOptions};
+use ferry_storage::BlobStore;
+use ferry_storage::fs::FsStore;
+use tokio_util::sync::CancellationToken;
+
+use super::LogFormatArg;
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn run(path: Option<PathBuf>, log_format: Option<LogFormatArg>) -> ExitCode {
+    let config = match load(path.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let format = match log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => config.log.format,
+    };
+    crate::logging::init(format, &config.log.level);
+    match start(config, path).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
+    let loaded = match path {
+        Some(p) => Config::load(p),
+        None => Config::embedded(),
+    };
+    loaded.map_err(|e| {
+        eprintln!("{e}");
+        eprintln!("error: invalid configuration (run `ferry check-config FILE` for details)");
+        ExitCode::from(2)
+    })
+}
+
+fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, String> {
+    let root = config
+        .storage
+        .fs_root()
+        .ok_or("storage.s3 is not supported by this build yet; use storage.fs")?;
+    let store = FsStore::open(&root)
+        .map_err(|e| format!("cannot open the cache at {}: {e}", root.display()))?;
+    Ok(Arc::new(store))
+}
+
+async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
+    let store = open_store(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let mirror = Mirror::start(&config, store, metrics.clone())
+        .await
+        .map_err(|e| format!("cannot start the cache engine: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    tracing::info!(
+        listen = %config.listen,
+        upstreams = config.upstreams.len(),
+        default_upstream = %config.default_upstream,
+        cached_blobs = mirror.index().len(),
+        cached_bytes = mirror.index().total(),
+        "ferry is serving"
+    );
+    let app = Arc::new(App {
+        mirror: mirror.clone(),
+        metrics,
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(watch_signals(stop.clone(), mirror.clone(), path));
+    let opts = ListenOptions {
+        max_header_bytes: config.server.max_header_bytes,
+        grace: config.server.shutdown_timeout.0,
+    };
+    listen::serve(listener, ferry_server::router(app), opts, None, stop).await;
+    mirror.shutdown().await;
+    tracing::info!("ferry stopped");
+    Ok(())
+}
+
+/// SIGTERM/SIGINT stop the server; SIGHUP reloads the config file.
+async fn watch_signals(stop: CancellationToken, mirror: Mirror, path: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = super::terminated() => {
+                tracing::info!("shutting down: no new connections, finishing in-flight responses");
+                stop.cancel();
+                return;
+            }
+            _ = hup.recv() => reload(&mirror, path.as_deref()),
+        }
+    }
+}
+
+fn reload(mirror: &Mirror, path: Option<&Path>) {
+    let Some(path) = path else {
+        tracing::info!("SIGHUP: running on the embedded default config, nothing to reload");
+        return;
+    };
+    let result = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| mirror.reload(&c).map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded; keeping the previous one")
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Log output: text or JSON lines on stderr, filtered by `RUST_LOG` or the config's level.
+
+use ferry_config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber (once per process).
+pub fn init(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
