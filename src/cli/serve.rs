@@ -77,12 +77,19 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         cached_bytes = mirror.index().total(),
         "ferry is serving"
     );
+    let access = ferry_access::Access::new(&config.access, config.redis.as_ref())
+        .await
+        .map_err(|e| format!("access control: {e}"))?;
     let app = Arc::new(App {
         mirror: mirror.clone(),
+        access,
         metrics,
+        external_url: config.server.external_url.clone(),
+        tls: config.tls.is_some(),
     });
     let stop = CancellationToken::new();
-    tokio::spawn(watch_signals(stop.clone(), mirror.clone(), path));
+    tokio::spawn(watch_signals(stop.clone(), app.clone(), path));
+
     let opts = ListenOptions {
         max_header_bytes: config.server.max_header_bytes,
         grace: config.server.shutdown_timeout.0,
@@ -94,7 +101,7 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
 }
 
 /// SIGTERM/SIGINT stop the server; SIGHUP reloads the config file.
-async fn watch_signals(stop: CancellationToken, mirror: Mirror, path: Option<PathBuf>) {
+async fn watch_signals(stop: CancellationToken, app: Arc<App>, path: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     loop {
@@ -104,23 +111,36 @@ async fn watch_signals(stop: CancellationToken, mirror: Mirror, path: Option<Pat
                 stop.cancel();
                 return;
             }
-            _ = hup.recv() => reload(&mirror, path.as_deref()),
+            _ = hup.recv() => reload(&app, path.as_deref()).await,
         }
     }
 }
 
-fn reload(mirror: &Mirror, path: Option<&Path>) {
+async fn reload(app: &App, path: Option<&Path>) {
     let Some(path) = path else {
         tracing::info!("SIGHUP: running on the embedded default config, nothing to reload");
         return;
     };
-    let result = Config::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|c| mirror.reload(&c).map_err(|e| e.to_string()));
-    match result {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded; keeping the previous one");
+            return;
+        }
+    };
+    // Access first: if its files (htpasswd, lists) are bad, nothing changes.
+    if let Err(e) = app
+        .access
+        .reload(&config.access, config.redis.as_ref())
+        .await
+    {
+        tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded; keeping the previous one");
+        return;
+    }
+    match app.mirror.reload(&config) {
         Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
         Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded; keeping the previous one")
+            tracing::error!(file = %path.display(), error = %e, "upstreams NOT reloaded; keeping the previous ones")
         }
     }
 }

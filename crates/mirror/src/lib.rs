@@ -204,6 +204,11 @@ impl Mirror {
         &self.inner.store
     }
 
+    /// Whether serving a blob costs no upstream download: it is stored or already downloading.
+    pub fn blob_is_local(&self, d: &ferry_oci::Digest) -> bool {
+        self.inner.index.contains(d) || self.inner.fills.get(d).is_some()
+    }
+
     /// Downloads in progress.
     pub fn inflight(&self) -> usize {
         self.inner.fills.len()

@@ -64,6 +64,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<ferry_access::Denial> for ApiError {
+    fn from(d: ferry_access::Denial) -> Self {
+        let mut e = ApiError::new(d.code, d.message.clone());
+        if let Some(secs) = d.retry_after_secs() {
+            e = e.with_header(header::RETRY_AFTER, secs.to_string());
+        }
+        if let Some(ch) = &d.challenge {
+            e = e.with_header(header::WWW_AUTHENTICATE, ch.clone());
+        }
+        e
+    }
+}
+
 impl From<PathError> for ApiError {
     fn from(e: PathError) -> Self {
         match e {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod listen;
 pub mod observe;
 pub mod registry;
+pub mod token;
 
 use std::sync::Arc;
 
@@ -25,8 +26,36 @@ use http::{StatusCode, header};
 pub struct App {
     /// The cache engine.
     pub mirror: Mirror,
+    /// Access control and quotas.
+    pub access: ferry_access::Access,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Public base URL (`server.external_url`), for the token realm.
+    pub external_url: Option<String>,
+    /// Whether clients reach this server over TLS (for a realm derived from `Host`).
+    pub tls: bool,
+}
+
+impl App {
+    /// The absolute URL of the token endpoint to put in `WWW-Authenticate` challenges.
+    pub fn token_realm(&self, req: &http::request::Parts) -> String {
+        if let Some(base) = &self.external_url {
+            return format!("{}/token", base.trim_end_matches('/'));
+        }
+        let host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "localhost".into());
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{host}/token")
+    }
 }
 
 /// The full router.
@@ -35,6 +64,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2", any(registry::handle))
         .route("/v2/", any(registry::handle))
         .route("/v2/{*rest}", any(registry::handle))
+        .route("/token", get(token::handle).post(token::handle))
+        .route("/auth/token", get(token::handle).post(token::handle))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -9,9 +9,12 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use ferry_mirror::{BlobBody, Target};
+use ferry_access::{CacheOutcome, Grant, RequestInfo, TargetKind};
+use ferry_metrics::ReasonLabels;
+use ferry_mirror::{BlobBody, Outcome, Target};
 use ferry_oci::route::{self, Endpoint, Route};
 use ferry_oci::{Digest, ErrorCode, Reference};
+use futures_util::StreamExt;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
@@ -46,10 +49,12 @@ fn parse_query(q: Option<&str>) -> Query {
 }
 
 /// The client address from the accept loop (unspecified in in-process tests).
-pub fn peer_ip(req: &Parts) -> IpAddr {
+pub fn peer_ip(req: &Parts) -> SocketAddr {
     req.extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+        .map_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), |c| {
+            c.0
+        })
 }
 
 /// The host the client addressed (`:authority` or `Host`).
@@ -85,9 +90,10 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let (req, _body) = req.into_parts();
     let path = req.uri.path().to_owned();
     let parsed = route::parse(&path);
+    let ip = app.access.client_ip(peer_ip(&req), &req.headers);
     let mut log = RequestLog::new(
         app.metrics.clone(),
-        peer_ip(&req),
+        ip,
         req.method.clone(),
         &path,
         route_label(&parsed),
@@ -114,6 +120,8 @@ async fn dispatch(
     }
     let (name, endpoint) = match parsed? {
         Route::Base => {
+            let grant = admit(app, req, None, log).await?;
+            drop(grant);
             return Ok((
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -135,17 +143,74 @@ async fn dispatch(
         .resolve(name, query.ns.as_deref(), request_host(req).as_deref())?;
     log.upstream = target.name.clone();
     log.repository = target.repo.to_string();
+    let kind = match endpoint {
+        Endpoint::Manifest(_) => TargetKind::Manifest,
+        Endpoint::Blob(_) => TargetKind::Blob,
+        Endpoint::TagsList => TargetKind::Tags,
+        Endpoint::Referrers(_) => TargetKind::Referrers,
+        Endpoint::BlobUpload => {
+            return Err(ApiError::new(
+                ErrorCode::Unsupported,
+                "ferry is a read-only mirror: pushes are not accepted",
+            ));
+        }
+    };
+    let access_target = ferry_access::Target {
+        upstream: &target.name,
+        repository: target.repo.as_str(),
+        kind,
+    };
+    let grant = admit(app, req, Some(access_target), log).await?;
     let head = method == Method::HEAD;
     match endpoint {
-        Endpoint::Manifest(r) => manifest(app, &target, &r, head, log).await,
+        Endpoint::Manifest(r) => manifest(app, &target, &r, head, grant, log).await,
         Endpoint::Blob(d) if head => blob_head(app, &target, &d, log).await,
-        Endpoint::Blob(d) => blob(app, &target, &d, &req.headers, log).await,
+        Endpoint::Blob(d) => blob(app, &target, &d, &req.headers, grant, log).await,
         Endpoint::TagsList => tags(app, &target, name, &query, log).await,
         Endpoint::Referrers(d) => referrers(app, &target, &d, &query, head, log).await,
-        Endpoint::BlobUpload => Err(ApiError::new(
-            ErrorCode::Unsupported,
-            "ferry is a read-only mirror: pushes are not accepted",
-        )),
+        Endpoint::BlobUpload => unreachable!("refused above"),
+    }
+}
+
+/// Asks access control about the request; a refusal is counted and answered.
+async fn admit(
+    app: &App,
+    req: &Parts,
+    target: Option<ferry_access::Target<'_>>,
+    log: &mut RequestLog,
+) -> Result<Grant, ApiError> {
+    let realm = app.token_realm(req);
+    let info = RequestInfo {
+        ip: log.client,
+        headers: &req.headers,
+        target,
+        realm: &realm,
+    };
+    match app.access.check(&info).await {
+        Ok(grant) => {
+            log.user = grant.identity().user().map(str::to_owned);
+            Ok(grant)
+        }
+        Err(d) => Err(refused(app, d)),
+    }
+}
+
+fn refused(app: &App, d: ferry_access::Denial) -> ApiError {
+    app.metrics
+        .rejected
+        .get_or_create(&ReasonLabels { reason: d.reason })
+        .inc();
+    if d.reason != ferry_access::reason::AUTH_CHALLENGE {
+        tracing::info!(subject = %d.subject, reason = d.reason, "request refused");
+    }
+    d.into()
+}
+
+fn cache_outcome(o: Outcome) -> CacheOutcome {
+    if o.is_hit() {
+        CacheOutcome::Hit
+    } else {
+        CacheOutcome::Miss
     }
 }
 
@@ -154,6 +219,7 @@ async fn manifest(
     t: &Target,
     r: &Reference,
     head: bool,
+    grant: Grant,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let a = app.mirror.manifest(t, r).await?;
@@ -162,7 +228,10 @@ async fn manifest(
     let body = if head {
         Body::empty()
     } else {
-        Body::from(m.bytes.clone())
+        let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(
+            m.bytes.clone(),
+        )));
+        Body::from_stream(grant.meter(once, cache_outcome(a.outcome)))
     };
     let resp = Response::builder()
         .status(StatusCode::OK)
@@ -208,9 +277,13 @@ async fn blob(
     t: &Target,
     d: &Digest,
     headers: &HeaderMap,
+    grant: Grant,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    if !app.mirror.blob_is_local(d) {
+        grant.miss_allowed().map_err(|e| refused(app, e))?;
+    }
     let a = app.mirror.blob(t, d, range, true).await?;
     log.outcome = Some(a.outcome);
     let stream = match a.body {
@@ -223,7 +296,8 @@ async fn blob(
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.len()),
         None => (StatusCode::OK, a.size),
     };
-    let mut resp = (status, blob_headers(d), Body::from_stream(stream)).into_response();
+    let metered = grant.meter(stream, cache_outcome(a.outcome)).boxed();
+    let mut resp = (status, blob_headers(d), Body::from_stream(metered)).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Some(r) = a.range {
