@@ -99,7 +99,7 @@ impl Router {
         let (upstream, path) = self.pick(name, ns, host)?;
         let mut repository = RepoName::parse(path)?;
         if upstream == DOCKER_HUB {
-            repository = repository.with_library_prefix();
+            repository = repository.with_library_prefix()?;
         }
         Ok(Routed {
             upstream: upstream.to_owned(),

@@ -109,7 +109,7 @@ impl ImageRef {
         };
         let mut repository = RepoName::parse(repo)?;
         if registry == DOCKER_HUB {
-            repository = repository.with_library_prefix();
+            repository = repository.with_library_prefix()?;
         }
         Ok(ImageRef {
             registry,
@@ -208,6 +208,13 @@ mod tests {
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn library_prefix_respects_the_length_limit() {
+        // Found by the image_ref fuzz target: 250 characters are valid, `library/` + 250 are not.
+        assert!(ImageRef::parse(&"a".repeat(250)).is_err());
+        assert!(ImageRef::parse(&format!("ghcr.io/{}", "a".repeat(250))).is_ok());
     }
 
     proptest! {

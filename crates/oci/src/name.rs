@@ -64,11 +64,12 @@ impl RepoName {
     }
 
     /// `library/<name>` for a one-component name (Docker Hub's official images), else itself.
-    pub fn with_library_prefix(self) -> Self {
+    /// Fails when the prefix makes the name longer than [`MAX_NAME_LEN`].
+    pub fn with_library_prefix(self) -> Result<Self, NameError> {
         if self.depth() == 1 {
-            RepoName(format!("library/{}", self.0))
+            RepoName::parse(&format!("library/{}", self.0))
         } else {
-            self
+            Ok(self)
         }
     }
 }
@@ -168,9 +169,18 @@ mod tests {
 
     #[test]
     fn library_prefix_only_for_one_component() {
-        let n = RepoName::parse("busybox").unwrap().with_library_prefix();
+        let n = RepoName::parse("busybox")
+            .unwrap()
+            .with_library_prefix()
+            .unwrap();
         assert_eq!(n.as_str(), "library/busybox");
-        let n = RepoName::parse("org/app").unwrap().with_library_prefix();
+        let n = RepoName::parse("org/app")
+            .unwrap()
+            .with_library_prefix()
+            .unwrap();
+        assert_eq!(n.as_str(), "org/app");
+        let long = RepoName::parse(&"a".repeat(250)).unwrap();
+        assert_eq!(long.with_library_prefix(), Err(NameError::TooLong));
         assert_eq!(n.as_str(), "org/app");
     }
 
