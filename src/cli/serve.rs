@@ -91,7 +91,8 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     tokio::spawn(watch_signals(stop.clone(), app.clone(), path));
 
     let opts = ListenOptions {
-        max_header_bytes: config.server.max_header_bytes,
+        max_header_bytes: config.server.max_header_bytes.0 as usize,
+
         grace: config.server.shutdown_timeout.0,
     };
     listen::serve(listener, ferry_server::router(app), opts, None, stop).await;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::Dur;
+use crate::units::{ByteSize, Dur};
+
 
 /// HTTP server behaviour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,7 +14,7 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for in-flight responses before closing them.
     pub shutdown_timeout: Dur,
     /// Largest request head (request line + headers) accepted.
-    pub max_header_bytes: usize,
+    pub max_header_bytes: ByteSize,
     /// Public base URL of this mirror (for token realms); derived from Host when unset.
     pub external_url: Option<String>,
 }
@@ -22,7 +23,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             shutdown_timeout: Dur::secs(30),
-            max_header_bytes: 64 * 1024,
+            max_header_bytes: ByteSize(64 * 1024),
             external_url: None,
         }
     }
