@@ -88,6 +88,16 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         tls: config.tls.is_some(),
     });
     let stop = CancellationToken::new();
+    let acceptor = match &config.tls {
+        Some(t) => Some(
+            ferry_server::tls::acceptor(t.cert.clone(), t.key.clone(), stop.clone())
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    if let Some(p) = &path {
+        tokio::spawn(watch_file(p.clone(), app.clone(), stop.clone()));
+    }
     tokio::spawn(watch_signals(stop.clone(), app.clone(), path));
 
     let opts = ListenOptions {
@@ -95,13 +105,40 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
 
         grace: config.server.shutdown_timeout.0,
     };
-    listen::serve(listener, ferry_server::router(app), opts, None, stop).await;
+    listen::serve(listener, ferry_server::router(app), opts, acceptor, stop).await;
     mirror.shutdown().await;
     tracing::info!("ferry stopped");
     Ok(())
 }
 
+/// How often the config file is checked for changes.
+const CONFIG_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reloads the config when its file changes (modification time, size or target of a symlink,
+/// as when Kubernetes swaps a mounted ConfigMap).
+async fn watch_file(path: PathBuf, app: Arc<App>, stop: CancellationToken) {
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len(), std::fs::canonicalize(p).ok()))
+    };
+    let mut seen = stamp(&path);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(CONFIG_CHECK) => {}
+        }
+        let now = stamp(&path);
+        if now != seen && now.is_some() {
+            seen = now;
+            tracing::info!(file = %path.display(), "configuration file changed");
+            reload(&app, Some(&path)).await;
+        }
+    }
+}
+
 /// SIGTERM/SIGINT stop the server; SIGHUP reloads the config file.
+
 async fn watch_signals(stop: CancellationToken, app: Arc<App>, path: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
