@@ -125,11 +125,41 @@ fn parse_yaml(text: &str) -> Result<Config, ConfigErrors> {
         let line = e.location().map(|l| l.line() as usize).filter(|&l| l > 0);
         let message = first_line(&e.to_string());
         ConfigErrors::single(ConfigError {
-            key: String::new(),
+            key: line.map(|l| key_at_line(text, l)).unwrap_or_default(),
             line,
             message,
         })
     })
+}
+
+/// The dotted key path of the block-style mapping key on 1-based `line` (or of the closest
+/// enclosing key), so that a type error such as `tag_ttl: forever` is reported as
+/// `cache.tag_ttl`, not only by line. Empty when the line holds no key.
+fn key_at_line(text: &str, line: usize) -> String {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for (i, raw) in text.lines().take(line).enumerate() {
+        let content = raw.trim_start();
+        if content.is_empty() || content.starts_with('#') || content.starts_with('-') {
+            continue;
+        }
+        let indent = raw.len() - content.len();
+        let Some((key, _)) = content.split_once(':') else {
+            continue;
+        };
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+        if key.is_empty() || key.contains(' ') || key.starts_with(['{', '[']) {
+            continue;
+        }
+        while stack.last().is_some_and(|(ind, _)| *ind >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key.to_owned()));
+        if i + 1 == line {
+            break;
+        }
+    }
+    let keys: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
+    keys.join(".")
 }
 
 /// serde-saphyr renders a source snippet after the message; keep the message line.

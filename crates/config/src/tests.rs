@@ -176,3 +176,22 @@ fn registry_names() {
         assert!(!validate::is_registry_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn type_errors_name_their_key_and_line() {
+    let text = "listen: 127.0.0.1:5000\ncache:\n  immutable_tags: []\n  tag_ttl: forever\n";
+    let err = Config::from_yaml(text, env(&[])).unwrap_err();
+    assert_eq!(err.errors[0].key, "cache.tag_ttl");
+    assert_eq!(err.errors[0].line, Some(4));
+    assert!(err.to_string().contains("4: cache.tag_ttl: "), "{err}");
+
+    let text =
+        "upstreams:\n  docker.io:\n    url: http://127.0.0.1:1\nstorage:\n  max_size: lots\n";
+    let err = Config::from_yaml(text, env(&[])).unwrap_err();
+    assert_eq!(err.errors[0].key, "storage.max_size", "{err}");
+
+    let text = "cache:\n  tag_tll: 5m\n";
+    let err = Config::from_yaml(text, env(&[])).unwrap_err();
+    assert_eq!(err.errors[0].key, "cache.tag_tll", "{err}");
+    assert!(err.to_string().contains("unknown field `tag_tll`"), "{err}");
+}
