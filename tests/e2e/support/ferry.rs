@@ -412,6 +412,11 @@ impl Ferry {
         self.daemon.as_mut().is_some_and(Daemon::is_running)
     }
 
+    /// The process id of the running `ferry serve` (for `/proc/<pid>/status` memory checks).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().and_then(Daemon::pid)
+    }
+
     fn daemon_mut(&mut self) -> &mut Daemon {
         self.daemon.as_mut().expect("ferry was started")
     }

@@ -74,3 +74,19 @@ pub fn reserve_port() -> PortLease {
     }
     panic!("no free loopback port found in {PORT_RANGE:?}");
 }
+
+/// Leases one given port (e.g. ferry's default 5000), or `None` when another test holds it or
+/// something already listens on it. Ports outside [`PORT_RANGE`] are never handed out by
+/// [`reserve_port`], so only tests asking for the same fixed port compete for it.
+pub fn lease_port(port: u16) -> Option<PortLease> {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_dir().join(format!("{port}.lock")))
+        .expect("open port lock file");
+    lock.try_lock().ok()?;
+    TcpListener::bind(("127.0.0.1", port)).ok()?;
+    TcpListener::bind(("0.0.0.0", port)).ok()?;
+    Some(PortLease { port, _lock: lock })
+}
