@@ -2,6 +2,7 @@
 
 mod check;
 mod client_config;
+mod gc;
 mod serve;
 #[cfg(feature = "webhook")]
 mod webhook;
@@ -46,6 +47,8 @@ enum Command {
     },
     /// Print (or write) client configuration that points Docker, containerd or Podman at ferry.
     ClientConfig(client_config::Args),
+    /// List what the cache holds, or evict by last-served age or by repository.
+    Gc(gc::Args),
     /// Run the Kubernetes mutating admission webhook that rewrites pod images to the mirror.
     #[cfg(feature = "webhook")]
     Webhook {
@@ -61,6 +64,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve { config, log_format } => serve::run(config, log_format).await,
         Command::CheckConfig { file } => check::run(&file),
         Command::ClientConfig(args) => client_config::run(args),
+        Command::Gc(args) => gc::run(args).await,
         #[cfg(feature = "webhook")]
         Command::Webhook { config } => webhook::run(config).await,
     }

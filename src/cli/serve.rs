@@ -50,7 +50,8 @@ fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     })
 }
 
-fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, String> {
+/// Opens the configured store.
+pub(crate) async fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, String> {
     let root = config
         .storage
         .fs_root()
@@ -61,7 +62,7 @@ fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, String> {
 }
 
 async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let metrics = Arc::new(Metrics::new());
     let mirror = Mirror::start(&config, store, metrics.clone())
         .await
@@ -138,7 +139,6 @@ async fn watch_file(path: PathBuf, app: Arc<App>, stop: CancellationToken) {
 }
 
 /// SIGTERM/SIGINT stop the server; SIGHUP reloads the config file.
-
 async fn watch_signals(stop: CancellationToken, app: Arc<App>, path: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");

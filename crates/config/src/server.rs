@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{ByteSize, Dur};
 
-
 /// HTTP server behaviour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -20,6 +20,7 @@ pub mod blobs;
 pub mod error;
 pub mod fill;
 pub mod index;
+pub mod inspect;
 pub mod lists;
 pub mod manifests;
 pub mod meta;

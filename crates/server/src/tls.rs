@@ -31,7 +31,9 @@ pub struct TlsError(String);
 /// The crypto provider ferry uses (installed process-wide once).
 fn provider() -> Arc<CryptoProvider> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
 }
 
 /// Loads a certificate chain and its private key.
@@ -43,8 +45,13 @@ pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     if certs.is_empty() {
         return Err(TlsError(format!("no certificate in {}", cert.display())));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError(format!("cannot read private key {}: {e}", key.display())))?;
-    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError(format!("certificate and key do not match or are unsupported: {e}")))
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TlsError(format!("cannot read private key {}: {e}", key.display())))?;
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| {
+        TlsError(format!(
+            "certificate and key do not match or are unsupported: {e}"
+        ))
+    })
 }
 
 #[derive(Debug)]
@@ -57,7 +64,11 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// A TLS acceptor for the accept loop, plus a task that reloads the files until `stop`.
-pub fn acceptor(cert: PathBuf, key: PathBuf, stop: CancellationToken) -> Result<Acceptor, TlsError> {
+pub fn acceptor(
+    cert: PathBuf,
+    key: PathBuf,
+    stop: CancellationToken,
+) -> Result<Acceptor, TlsError> {
     let resolver = Arc::new(Resolver(ArcSwap::from_pointee(load(&cert, &key)?)));
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -105,7 +116,9 @@ async fn watch(cert: PathBuf, key: PathBuf, resolver: Arc<Resolver>, stop: Cance
                 resolver.0.store(Arc::new(ck));
                 tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
             }
-            Err(e) => tracing::error!(error = %e, "TLS certificate NOT reloaded; keeping the previous one"),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate NOT reloaded; keeping the previous one")
+            }
         }
     }
 }
