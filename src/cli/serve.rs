@@ -87,6 +87,7 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         metrics,
         external_url: config.server.external_url.clone(),
         tls: config.tls.is_some(),
+        max_header_bytes: config.server.max_header_bytes.0 as usize,
     });
     let stop = CancellationToken::new();
     let acceptor = match &config.tls {

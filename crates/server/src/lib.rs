@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use ferry_metrics::Metrics;
@@ -35,7 +36,12 @@ pub struct App {
     pub external_url: Option<String>,
     /// Whether clients reach this server over TLS (for a realm derived from `Host`).
     pub tls: bool,
+    /// Largest request head accepted (`server.max_header_bytes`).
+    pub max_header_bytes: usize,
 }
+
+/// Most request headers accepted.
+pub const MAX_HEADER_COUNT: usize = 200;
 
 impl App {
     /// The absolute URL of the token endpoint to put in `WWW-Authenticate` challenges.
@@ -71,7 +77,34 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), head_limit))
         .with_state(app)
+}
+
+/// Refuses request heads over `server.max_header_bytes` (or with too many headers) with 431
+/// and an OCI error body, before any handler runs.
+async fn head_limit(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let headers = req.headers();
+    let size = req.uri().to_string().len()
+        + headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if size > app.max_header_bytes || headers.len() > MAX_HEADER_COUNT {
+        let message = format!(
+            "request head is {size} bytes with {} headers; the limit is {} bytes and {MAX_HEADER_COUNT} headers (server.max_header_bytes)",
+            headers.len(),
+            app.max_header_bytes
+        );
+        let mut e = error::ApiError::new(ferry_oci::ErrorCode::Unsupported, message);
+        e.status = Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        return e.into_response();
+    }
+    next.run(req).await
 }
 
 async fn healthz() -> &'static str {

@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+/// Headers hyper parses at most; the router refuses more than [`crate::MAX_HEADER_COUNT`].
+const MAX_HEADERS: usize = 1000;
+
 /// How connections are served.
 #[derive(Debug, Clone)]
 pub struct ListenOptions {
@@ -59,11 +62,15 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(opts.max_header_bytes.max(8192));
+        // Generous hyper limits: the configured limit is enforced by the router
+        // (`head_limit`), which answers with an OCI error body; hyper's own bare 431 only
+        // catches heads far beyond it.
+        .max_buf_size(opts.max_header_bytes.saturating_mul(4).max(1 << 20))
+        .max_headers(MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(opts.max_header_bytes as u32);
+        .max_header_list_size(opts.max_header_bytes.saturating_mul(4).max(1 << 20) as u32);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
