@@ -6,5 +6,6 @@
 
 mod support;
 
+mod access;
 mod core;
 mod selftest;

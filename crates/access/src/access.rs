@@ -83,7 +83,12 @@ impl Access {
     pub async fn check(&self, req: &RequestInfo<'_>) -> Result<Grant, Denial> {
         let st = self.state.load_full();
         let p = &st.policy;
-        p.clients.check(req.ip)?;
+        if let Err(refused) = p.clients.check(req.ip) {
+            return match req.target {
+                Some(_) => Err(refused),
+                None => ping_of_refused_client(p, req, refused),
+            };
+        }
         if let Some(t) = &req.target {
             p.repos.check(t.upstream, t.repository, || {
                 ip_subject(req.ip, p.ipv6_prefix)
@@ -132,7 +137,7 @@ impl Access {
         query: Option<&str>,
     ) -> Result<Vec<u8>, Denial> {
         let st = self.state.load_full();
-        st.policy.clients.check(ip)?;
+        no_token_for_refused_client(&st, ip)?;
         let req = TokenRequest::parse(query.unwrap_or("").as_bytes());
         let identity = match presented(headers) {
             Presented::Basic(user, password) => login(&st, ip, &user, &password).await?,
@@ -147,7 +152,7 @@ impl Access {
     /// (clients then fall back to `GET`).
     pub async fn token_form(&self, ip: IpAddr, form: &[u8]) -> Result<Vec<u8>, Denial> {
         let st = self.state.load_full();
-        st.policy.clients.check(ip)?;
+        no_token_for_refused_client(&st, ip)?;
         let req = TokenRequest::parse(form);
         let identity = match (req.grant_type.as_deref(), &req.username, &req.password) {
             (Some("password"), Some(u), Some(p)) => login(&st, ip, u, p).await?,
@@ -236,6 +241,39 @@ async fn identify(st: &State, req: &RequestInfo<'_>) -> Result<Identity, Denial>
             ))
         }
     }
+}
+
+/// The ping (`GET /v2/`) of a client whose network is refused (`block_ips`, `clients`).
+/// containers/image (podman, skopeo, CRI-O) prints only the status of a failed ping, never its
+/// message, so refusing the ping would hide the reason from those users. The ping is answered
+/// as for anyone (200, or the login challenge when users exist, without looking at any
+/// credentials); the refusal and its reason come with the token request or the first request
+/// for content, whose messages every client prints.
+fn ping_of_refused_client(
+    p: &Policy,
+    req: &RequestInfo<'_>,
+    refused: Denial,
+) -> Result<Grant, Denial> {
+    if !p.logins() {
+        return Ok(Grant::free(Identity::Anonymous, req.ip));
+    }
+    let challenge = challenge(req.realm, p.signer.service(), None, None);
+    Err(Denial::unauthorized(
+        refused.reason,
+        refused.subject,
+        refused.message,
+        Some(challenge),
+    ))
+}
+
+/// A client whose network is refused gets no token, and no password check (no bcrypt is spent
+/// on it). The answer is a 401 carrying the reason, not a 403: containers/image prints the
+/// message of a 401 token answer, but only the status of any other.
+fn no_token_for_refused_client(st: &State, ip: IpAddr) -> Result<(), Denial> {
+    st.policy
+        .clients
+        .check(ip)
+        .map_err(|d| Denial::unauthorized(d.reason, d.subject, d.message, None))
 }
 
 fn anonymous_or_refuse(st: &State, ip: IpAddr) -> Result<Identity, Denial> {

@@ -40,7 +40,7 @@ async fn forwarded_addresses_only_from_trusted_proxies() {
         .check(&RequestInfo {
             ip: blocked,
             headers: &xff("192.0.2.99"),
-            target: None,
+            target: manifest("docker.io", "library/nginx"),
             realm: REALM,
         })
         .await
@@ -66,11 +66,76 @@ async fn blocked_clients_are_told_why_even_for_tokens() {
         d.message
     );
     assert_eq!(d.subject, "ip 203.0.113.9");
+    // No token either, and the answer is a 401 with the reason: containers/image prints the
+    // message of a 401 token answer, but only the status of a 403.
     let d = a
         .token(ip("203.0.113.9"), &HeaderMap::new(), None)
         .await
         .unwrap_err();
     assert_eq!(d.reason, reason::BLOCKED_IP);
+    assert_eq!(d.code, ErrorCode::Unauthorized);
+    assert!(d.message.contains("abuse, contact ops@example.com"));
+    let d = a
+        .token_form(
+            ip("203.0.113.9"),
+            b"grant_type=password&username=a&password=b",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (d.code, d.reason),
+        (ErrorCode::Unauthorized, reason::BLOCKED_IP)
+    );
+}
+
+/// The ping of a blocked client is answered as anyone's (containers/image shows only the
+/// status of a failed ping): 200 without users, the login challenge with users, never a
+/// password check. The reason comes with the first request for content or for a token.
+#[tokio::test]
+async fn the_ping_of_a_blocked_client_is_answered_so_it_reads_the_reason_later() {
+    async fn ping(
+        a: &ferry_access::Access,
+        headers: HeaderMap,
+    ) -> Result<ferry_access::Grant, ferry_access::Denial> {
+        a.check(&RequestInfo {
+            ip: ip("203.0.113.9"),
+            headers: &headers,
+            target: None,
+            realm: REALM,
+        })
+        .await
+    }
+    let open = access("block_ips: [{cidr: 203.0.113.0/24, reason: abuse}]").await;
+    assert!(ping(&open, HeaderMap::new()).await.is_ok());
+    assert_eq!(
+        pull(&open, "203.0.113.9", &HeaderMap::new())
+            .await
+            .unwrap_err()
+            .reason,
+        reason::BLOCKED_IP
+    );
+
+    let (_dir, path) = htpasswd(&[("alice", "pw")]);
+    let with_users = access(&format!(
+        "htpasswd: {}\nblock_ips: [{{cidr: 203.0.113.0/24, reason: abuse}}]",
+        path.display()
+    ))
+    .await;
+    for headers in [HeaderMap::new(), basic("alice", "pw")] {
+        let d = ping(&with_users, headers).await.unwrap_err();
+        assert_eq!(
+            (d.code, d.reason),
+            (ErrorCode::Unauthorized, reason::BLOCKED_IP)
+        );
+        assert!(d.message.contains("abuse"), "{}", d.message);
+        assert!(
+            d.challenge
+                .as_deref()
+                .is_some_and(|c| c.starts_with("Bearer realm=")),
+            "{:?}",
+            d.challenge
+        );
+    }
 }
 
 #[tokio::test]

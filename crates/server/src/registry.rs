@@ -191,7 +191,10 @@ async fn admit(
             log.user = grant.identity().user().map(str::to_owned);
             Ok(grant)
         }
-        Err(d) => Err(refused(app, d)),
+        Err(d) => {
+            log.user = d.subject.strip_prefix("user ").map(str::to_owned);
+            Err(refused(app, d))
+        }
     }
 }
 

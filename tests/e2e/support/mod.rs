@@ -41,6 +41,7 @@ pub mod fixtures;
 pub mod http;
 pub mod ports;
 pub mod process;
+pub mod redis;
 pub mod registry;
 pub mod runtime;
 pub mod token;
@@ -56,5 +57,6 @@ pub use faulty::{
 pub use ferry::{Ferry, FerryBuilder, ferry_command};
 pub use fixtures::{Fixture, Image, build_fixture, push_fixture, push_image, push_tags};
 pub use process::wait_until;
+pub use redis::RedisServer;
 pub use registry::{Registry, RegistryAuth};
 pub use token::TokenAuth;
