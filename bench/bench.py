@@ -488,6 +488,15 @@ def main():
 
     W = args.workdir or tempfile.mkdtemp(prefix="ferry-bench-")
     os.makedirs(W, exist_ok=True)
+    # The big blob exists 4 times (fixture layout, upstream, ferry, distribution), every cold and
+    # herd image 4 times too (layout, upstream, both caches) plus one pulled copy at a time.
+    need = (4 * P["big_mib"] + 4 * (P["reps"] * P["cold_mib"] + P["herd_mib"]) + P["cold_mib"] + 256) * MIB
+    st = os.statvfs(W)
+    if st.f_bavail * st.f_frsize < need:
+        if not args.workdir:
+            os.rmdir(W)
+        raise SystemExit("%s has %.1f GiB free, the %s run needs about %.1f GiB (set TMPDIR or --workdir)" % (
+            W, st.f_bavail * st.f_frsize / 2**30, profile_name, need / 2**30))
     for d in ("img", "logs", "pull"):
         os.makedirs(os.path.join(W, d), exist_ok=True)
     log("profile %s, work directory %s" % (profile_name, W))
@@ -500,8 +509,19 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     started_at = datetime.datetime.now(datetime.timezone.utc)
     t_start = time.time()
+    keep = args.keep or args.workdir
     try:
         results = bench(P, profile_name, W, args)
+    except BaseException:
+        stop_all()
+        if keep:
+            log("work directory kept: %s" % W)
+        else:
+            saved = os.path.join(args.results_dir, "failed-%s-logs" % started_at.strftime("%Y%m%d-%H%M%S"))
+            shutil.copytree(os.path.join(W, "logs"), saved, dirs_exist_ok=True)
+            log("failed; server logs copied to %s, work directory removed (--keep keeps it)" % saved)
+            shutil.rmtree(W, ignore_errors=True)
+        raise
     finally:
         stop_all()
     results["meta"]["started"] = started_at.isoformat(timespec="seconds")
@@ -517,7 +537,7 @@ def main():
         f.write(text + "\n")
     shutil.copyfile(base + ".json", os.path.join(args.results_dir, "latest-%s.json" % profile_name))
     log("results: %s.json (and .txt)" % base)
-    if args.keep or args.workdir:
+    if keep:
         log("work directory kept: %s" % W)
     else:
         shutil.rmtree(W, ignore_errors=True)
