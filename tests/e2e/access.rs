@@ -817,8 +817,6 @@ fn a_client_over_its_cache_miss_quota_still_pulls_what_is_cached() {
 /// Cache-miss quotas cover manifests too: a client over `miss_requests` cannot make ferry fetch
 /// a manifest it does not have (manifest GETs are what Docker Hub's pull limit counts).
 #[test]
-#[ignore = "known bug: registry.rs checks Grant::miss_allowed for blobs only, so manifest \
-            cache misses go upstream over the quota (needs the mirror to tell a miss beforehand)"]
 fn a_client_over_its_cache_miss_quota_cannot_make_ferry_fetch_a_manifest() {
     let (upstream, image) = registry_with_hello();
     push_image(&upstream, &image, "library/other:1");

@@ -268,6 +268,27 @@ impl Mirror {
         Ok(e)
     }
 
+    /// Whether answering `reference` would ask the upstream (a cache miss or a tag to
+    /// revalidate), so access control can apply cache-miss quotas before it happens.
+    pub async fn manifest_needs_upstream(&self, t: &Target, reference: &Reference) -> Result<bool> {
+        let local = |d: &Digest| {
+            self.inner.memory.manifests.contains_key(d) || self.inner.index.contains(d)
+        };
+        match reference {
+            Reference::Digest(d) => Ok(!local(d)),
+            Reference::Tag(tag) => {
+                let key = meta::tag_key(&t.name, t.repo.as_str(), tag.as_str());
+                let fresh = self.tag_entry(&key).await?.filter(|e| {
+                    self.settings()
+                        .policy
+                        .is_fresh(&t.name, tag.as_str(), e.fetched())
+                        && local(&e.digest)
+                });
+                Ok(fresh.is_none())
+            }
+        }
+    }
+
     /// A stored manifest by digest, from memory or the store.
     pub async fn cached_manifest(&self, d: &Digest) -> Result<Option<Arc<CachedManifest>>> {
         if let Some(m) = self.inner.memory.manifests.get(d) {

@@ -72,9 +72,15 @@ impl RequestLog {
             })
             .observe(self.start.elapsed().as_secs_f64());
         let (parts, body) = resp.into_parts();
+        let expected = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let counted = Counted {
             inner: body,
             bytes: 0,
+            expected,
             status,
             log: Some(self),
         };
@@ -138,6 +144,8 @@ fn method_label(m: &Method) -> &'static str {
 struct Counted {
     inner: Body,
     bytes: u64,
+    /// `Content-Length`: hyper stops polling once that many bytes are sent.
+    expected: Option<u64>,
     status: u16,
     log: Option<RequestLog>,
 }
@@ -180,7 +188,7 @@ impl http_body::Body for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         if let Some(log) = self.log.take() {
-            let complete = self.inner.is_end_stream();
+            let complete = self.inner.is_end_stream() || self.expected == Some(self.bytes);
             log.emit(self.status, self.bytes, complete);
         }
     }

@@ -225,6 +225,9 @@ async fn manifest(
     grant: Grant,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
+    if app.mirror.manifest_needs_upstream(t, r).await? {
+        grant.miss_allowed().map_err(|e| refused(app, e))?;
+    }
     let a = app.mirror.manifest(t, r).await?;
     log.outcome = Some(a.outcome);
     let m = &a.manifest;
