@@ -2,8 +2,11 @@
 
 mod check;
 mod client_config;
+mod copy;
 mod gc;
 mod serve;
+mod sync;
+mod sync_progress;
 #[cfg(feature = "webhook")]
 mod webhook;
 
@@ -40,6 +43,10 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormatArg>,
     },
+    /// Pre-fetch the images of a list into the cache (exit 1 if any image failed).
+    Sync(sync::Args),
+    /// Copy an image (all platforms of an index) from one registry to another.
+    Copy(copy::Args),
     /// Validate a configuration file and explain every error by key and line.
     CheckConfig {
         /// Configuration file (YAML).
@@ -62,6 +69,8 @@ enum Command {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config, log_format } => serve::run(config, log_format).await,
+        Command::Sync(args) => sync::run(args).await,
+        Command::Copy(args) => copy::run(args).await,
         Command::CheckConfig { file } => check::run(&file),
         Command::ClientConfig(args) => client_config::run(args),
         Command::Gc(args) => gc::run(args).await,

@@ -101,6 +101,13 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         tokio::spawn(watch_file(p.clone(), app.clone(), stop.clone()));
     }
     tokio::spawn(watch_signals(stop.clone(), app.clone(), path));
+    if let Some(sync) = config.sync.clone() {
+        tokio::spawn(ferry_sync::schedule::run_scheduled(
+            mirror.clone(),
+            sync,
+            stop.clone(),
+        ));
+    }
 
     let opts = ListenOptions {
         max_header_bytes: config.server.max_header_bytes.0 as usize,

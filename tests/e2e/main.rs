@@ -7,5 +7,7 @@
 mod support;
 
 mod access;
+mod copy;
 mod core;
 mod selftest;
+mod sync;

@@ -53,6 +53,8 @@ pub struct Client {
     pub(crate) tokens: TokenCache,
     pub(crate) realm_hosts: Vec<String>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Token scope actions: `pull`, or `pull,push` for a push destination.
+    pub(crate) actions: &'static str,
 }
 
 impl Client {
@@ -136,7 +138,7 @@ impl Client {
         self.timed(op.kind, req).await
     }
 
-    async fn timed(
+    pub(crate) async fn timed(
         &self,
         kind: &'static str,
         req: reqwest::RequestBuilder,
@@ -184,7 +186,7 @@ impl Client {
         Err(self.invalid("too many redirects"))
     }
 
-    async fn learn_challenge(
+    pub(crate) async fn learn_challenge(
         &self,
         ep: usize,
         account: usize,
@@ -206,8 +208,9 @@ impl Client {
         Ok(())
     }
 
-    fn scope(&self, ep: usize, repo: &str) -> String {
-        format!("repository:{}:pull", self.endpoints[ep].repository(repo))
+    pub(crate) fn scope(&self, ep: usize, repo: &str) -> String {
+        let repo = self.endpoints[ep].repository(repo);
+        format!("repository:{repo}:{}", self.actions)
     }
 
     /// The `Authorization` value for a request, fetching a token if the endpoint uses the
@@ -218,6 +221,17 @@ impl Client {
         account: usize,
         repo: &str,
     ) -> Result<Option<String>, UpstreamError> {
+        self.auth_header_for(ep, account, self.scope(ep, repo))
+            .await
+    }
+
+    /// Like `auth_header` for an explicit scope (several scopes separated by spaces).
+    pub(crate) async fn auth_header_for(
+        &self,
+        ep: usize,
+        account: usize,
+        scope: String,
+    ) -> Result<Option<String>, UpstreamError> {
         let known = self.challenges[ep].lock().expect("challenge lock").clone();
         match known {
             None => Ok(None),
@@ -226,7 +240,7 @@ impl Client {
                 .get(account)
                 .map(|a| basic(&a.username, a.password.expose()))),
             Some(Challenge::Bearer { realm, service, .. }) => {
-                let key = (ep, account, self.scope(ep, repo));
+                let key = (ep, account, scope);
                 for _ in 0..2 {
                     let fetch = self.fetch_token(ep, account, &realm, service.as_deref(), &key.2);
                     let token = self
@@ -259,7 +273,9 @@ impl Client {
             if let Some(s) = service {
                 q.append_pair("service", s);
             }
-            q.append_pair("scope", scope);
+            for s in scope.split(' ') {
+                q.append_pair("scope", s);
+            }
         }
         let mut req = self.http.get(url).timeout(SHORT_TIMEOUT);
         let host = &self.endpoints[ep].host;

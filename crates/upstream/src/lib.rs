@@ -16,6 +16,7 @@ pub mod challenge;
 pub mod client;
 pub mod endpoint;
 pub mod error;
+pub mod push;
 pub mod token;
 
 use std::collections::HashMap;
@@ -107,6 +108,7 @@ impl Upstream {
                 tokens: token::new_cache(),
                 realm_hosts: cfg.auth_realms.clone(),
                 metrics,
+                actions: "pull",
             },
         })
     }

@@ -1,0 +1,114 @@
+//! Syncing into the cache: a [`Transfer`] over the same [`Mirror`] that `ferry serve` uses, so a
+//! pre-fetched image goes through exactly the on-demand path — the same verification, the same
+//! coalescing with concurrent client pulls, the same on-disk layout.
+//!
+//! A manifest is fetched with [`Mirror::manifest`] (which stores it and, for a tag, records the
+//! tag answer). A blob is requested with [`Mirror::blob`]: a cached blob answers at once and is
+//! skipped; a missing one starts (or joins) the verified fill, and draining the stream to its
+//! last byte means the blob is committed (the fill holds the last byte back until the digest
+//! checked out).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use ferry_mirror::{BlobBody, Mirror, Outcome, Target};
+use ferry_oci::manifest::Descriptor;
+use ferry_oci::{Digest, Reference};
+use futures_util::StreamExt;
+
+use crate::error::SyncError;
+use crate::progress::{BlobOutcome, BlobProgress};
+use crate::walk::{Fetched, Transfer};
+
+/// Blobs already claimed by an image of the current run (shared layers are fetched once and
+/// counted once).
+pub type Claimed = Arc<Mutex<HashSet<Digest>>>;
+
+/// Transfers an upstream repository's images into the cache.
+pub struct CacheTransfer {
+    mirror: Mirror,
+    target: Target,
+    claimed: Claimed,
+}
+
+impl CacheTransfer {
+    /// For repository `target` (from [`Mirror::resolve`]).
+    pub fn new(mirror: Mirror, target: Target, claimed: Claimed) -> Self {
+        CacheTransfer {
+            mirror,
+            target,
+            claimed,
+        }
+    }
+
+    fn claim(&self, d: &Digest) -> bool {
+        self.claimed.lock().expect("claimed lock").insert(d.clone())
+    }
+}
+
+impl Transfer for CacheTransfer {
+    async fn manifest(&self, reference: &Reference) -> Result<Fetched, SyncError> {
+        let answer = self.mirror.manifest(&self.target, reference).await?;
+        let m = answer.manifest;
+        Ok(Fetched {
+            bytes: m.bytes.clone(),
+            media_type: m.media_type.clone(),
+            digest: m.digest.clone(),
+        })
+    }
+
+    async fn blob(
+        &self,
+        blob: &Descriptor,
+        progress: &BlobProgress,
+    ) -> Result<BlobOutcome, SyncError> {
+        let first = self.claim(&blob.digest);
+        let answer = self
+            .mirror
+            .blob(&self.target, &blob.digest, None, false)
+            .await?;
+        if answer.outcome == Outcome::Hit {
+            return Ok(BlobOutcome::Present);
+        }
+        let BlobBody::Stream(mut stream) = answer.body else {
+            return Ok(BlobOutcome::Present);
+        };
+        if first {
+            progress.started(answer.size);
+        }
+        let mut got = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| fill_error(&blob.digest, e))?;
+            got += chunk.len() as u64;
+            if first {
+                progress.advance(chunk.len() as u64);
+            }
+        }
+        if got != answer.size {
+            return Err(SyncError::Transient(format!(
+                "download ended after {got} of {} bytes",
+                answer.size
+            )));
+        }
+        Ok(if first {
+            BlobOutcome::Fetched
+        } else {
+            BlobOutcome::Present
+        })
+    }
+
+    async fn put_manifest(&self, _: &Fetched, _: &Reference) -> Result<(), SyncError> {
+        // `manifest` already stored it in the cache.
+        Ok(())
+    }
+}
+
+/// A download that failed while we followed it: the fill's own error text says why.
+fn fill_error(d: &Digest, e: std::io::Error) -> SyncError {
+    let message = e.to_string();
+    if message.contains("digest mismatch") {
+        SyncError::DigestMismatch(message)
+    } else {
+        SyncError::Transient(format!("download of {d} failed: {message}"))
+    }
+}
