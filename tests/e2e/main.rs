@@ -9,5 +9,6 @@ mod support;
 mod access;
 mod copy;
 mod core;
+mod s3;
 mod selftest;
 mod sync;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use access::AccessConfig;
 pub use cache::CacheConfig;
 pub use server::{LogConfig, LogFormat, RedisConfig, ServerConfig, SyncConfig, TlsConfig};
-pub use storage::{FsConfig, S3Config, StorageConfig};
+pub use storage::{FsConfig, LocalCacheConfig, S3Config, StorageConfig};
 pub use units::{ByteSize, Dur, Secret};
 pub use upstream::{Account, UpstreamConfig};
 pub use validate::{ConfigError, ConfigErrors};

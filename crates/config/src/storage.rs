@@ -1,5 +1,6 @@
 //! The `storage:` section: where cached content lives (local disk or an S3-compatible object
-//! store) and how big the cache may grow.
+//! store), how big the cache may grow, and, with an object store, where downloads spool and
+//! whether a local-disk tier keeps hot blobs.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,11 @@ pub struct StorageConfig {
     pub s3: Option<S3Config>,
     /// Least-recently-served content is evicted above this size.
     pub max_size: ByteSize,
+    /// With an object store: local directory for downloads in progress (default
+    /// `local_cache.root/_spool`, else `./ferry-spool`). Replicas on one host need their own.
+    pub spool_dir: Option<PathBuf>,
+    /// With an object store: a local-disk tier that keeps recently served blobs.
+    pub local_cache: Option<LocalCacheConfig>,
 }
 
 impl Default for StorageConfig {
@@ -25,6 +31,8 @@ impl Default for StorageConfig {
             fs: None,
             s3: None,
             max_size: ByteSize(100 << 30),
+            spool_dir: None,
+            local_cache: None,
         }
     }
 }
@@ -36,6 +44,34 @@ impl StorageConfig {
             (Some(fs), _) => Some(fs.root.clone()),
             (None, None) => Some(FsConfig::default().root),
             (None, Some(_)) => None,
+        }
+    }
+
+    /// Where an object-store backend spools downloads.
+    pub fn object_spool_dir(&self) -> PathBuf {
+        match (&self.spool_dir, &self.local_cache) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(local)) => local.root.join("_spool"),
+            (None, None) => PathBuf::from("./ferry-spool"),
+        }
+    }
+}
+
+/// The local-disk tier in front of an object store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalCacheConfig {
+    /// Directory of the tier (same layout as `storage.fs.root`).
+    pub root: PathBuf,
+    /// Least-recently-served blobs leave the tier (not the object store) above this size.
+    pub max_size: ByteSize,
+}
+
+impl Default for LocalCacheConfig {
+    fn default() -> Self {
+        LocalCacheConfig {
+            root: PathBuf::from("./ferry-local-cache"),
+            max_size: ByteSize(10 << 30),
         }
     }
 }
@@ -78,6 +114,13 @@ pub struct S3Config {
     pub redirect_expiry: Dur,
     /// Virtual-host addressing (`bucket.endpoint`) instead of path style.
     pub virtual_host_style: bool,
+    /// Longest time one store request (or one part of a transfer) may take; failed requests
+    /// are retried a few times with backoff before the client gets a 5xx.
+    pub timeout: Dur,
+    /// Part size of multipart uploads (5MiB..5GiB).
+    pub part_size: ByteSize,
+    /// Parts of one upload sent at once (memory per upload: about part_size x (this + 1)).
+    pub upload_concurrency: usize,
 }
 
 impl Default for S3Config {
@@ -92,6 +135,88 @@ impl Default for S3Config {
             redirect: true,
             redirect_expiry: Dur::secs(300),
             virtual_host_style: false,
+            timeout: Dur::secs(30),
+            part_size: ByteSize(8 << 20),
+            upload_concurrency: 2,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const S3: &str = "storage:
+  s3:
+    bucket: mirror
+    endpoint: http://127.0.0.1:8333
+    region: eu-west-1
+    prefix: ferry/
+    access_key_id: AKIA
+    redirect: false
+    redirect_expiry: 2m
+    virtual_host_style: true
+    timeout: 10s
+    part_size: 16MiB
+    upload_concurrency: 4
+  spool_dir: /var/spool/ferry
+  local_cache:
+    root: /var/cache/ferry
+    max_size: 20GiB
+  max_size: 10TiB
+";
+
+    #[test]
+    fn s3_section_with_a_local_tier_parses() {
+        let c =
+            Config::from_yaml(S3, vars(&[("FERRY_STORAGE__S3__SECRET_ACCESS_KEY", "k")])).unwrap();
+        let s3 = c.storage.s3.as_ref().unwrap();
+        assert_eq!(s3.bucket, "mirror");
+        assert_eq!(s3.secret_access_key.as_ref().unwrap().expose(), "k");
+        assert!(!s3.redirect && s3.virtual_host_style);
+        assert_eq!(s3.part_size.0, 16 << 20);
+        assert_eq!(s3.upload_concurrency, 4);
+        assert_eq!(c.storage.local_cache.as_ref().unwrap().max_size.0, 20 << 30);
+        assert_eq!(c.storage.fs_root(), None);
+        assert_eq!(
+            c.storage.object_spool_dir(),
+            std::path::PathBuf::from("/var/spool/ferry")
+        );
+    }
+
+    #[test]
+    fn s3_defaults() {
+        let c = Config::from_yaml("storage:\n  s3:\n    bucket: b\n", vars(&[])).unwrap();
+        let s3 = c.storage.s3.unwrap();
+        assert!(s3.redirect);
+        assert_eq!(s3.redirect_expiry.0.as_secs(), 300);
+        assert_eq!(s3.region, "us-east-1");
+        assert_eq!(s3.part_size.0, 8 << 20);
+    }
+
+    #[test]
+    fn bad_s3_values_name_key_and_line() {
+        let text = "storage:\n  s3:\n    bucket: b\n    part_size: 1MiB\n    endpoint: ftp://x\n";
+        let err = Config::from_yaml(text, vars(&[])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("config:4: storage.s3.part_size"), "{msg}");
+        assert!(msg.contains("config:5: storage.s3.endpoint"), "{msg}");
+        let err = Config::from_yaml(S3, vars(&[])).unwrap_err().to_string();
+        assert!(err.contains("secret_access_key"), "{err}");
+    }
+
+    #[test]
+    fn object_store_keys_need_an_object_store() {
+        let text = "storage:\n  local_cache:\n    root: /x\n";
+        let err = Config::from_yaml(text, vars(&[])).unwrap_err().to_string();
+        assert!(err.contains("storage.local_cache"), "{err}");
+        assert!(err.contains(":2:"), "{err}");
     }
 }

@@ -96,22 +96,7 @@ pub fn validate(c: &Config, text: &str) -> Result<(), ConfigErrors> {
     }
     check_upstreams(c, &mut err);
     c.access.check(&mut err);
-
-    if c.storage.fs.is_some() && c.storage.s3.is_some() {
-        err(
-            &["storage"],
-            "set either storage.fs or storage.s3, not both".into(),
-        );
-    }
-    if c.storage.s3.as_ref().is_some_and(|s3| s3.bucket.is_empty()) {
-        err(
-            &["storage", "s3", "bucket"],
-            "an S3 bucket name is required".into(),
-        );
-    }
-    if c.storage.max_size.0 == 0 {
-        err(&["storage", "max_size"], "must be greater than zero".into());
-    }
+    check_storage(&c.storage, &mut err);
     for (i, pattern) in c.cache.immutable_tags.iter().enumerate() {
         if let Err(e) = regex::Regex::new(pattern) {
             err(
@@ -198,6 +183,80 @@ fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
                 format!("{target:?} is not one of the configured upstreams"),
             );
         }
+    }
+}
+
+fn check_storage(s: &crate::StorageConfig, err: &mut impl FnMut(&[&str], String)) {
+    if s.fs.is_some() && s.s3.is_some() {
+        err(
+            &["storage"],
+            "set either storage.fs or storage.s3, not both".into(),
+        );
+    }
+    if s.max_size.0 == 0 {
+        err(&["storage", "max_size"], "must be greater than zero".into());
+    }
+    match &s.s3 {
+        Some(s3) => check_s3(s3, err),
+        None => {
+            let only_s3 = [
+                ("spool_dir", s.spool_dir.is_some()),
+                ("local_cache", s.local_cache.is_some()),
+            ];
+            for (key, set) in only_s3 {
+                if set {
+                    err(
+                        &["storage", key],
+                        format!("storage.{key} applies to an object store (storage.s3) only"),
+                    );
+                }
+            }
+        }
+    }
+    if s.local_cache.as_ref().is_some_and(|l| l.max_size.0 == 0) {
+        err(
+            &["storage", "local_cache", "max_size"],
+            "must be greater than zero".into(),
+        );
+    }
+}
+
+fn check_s3(s3: &crate::S3Config, err: &mut impl FnMut(&[&str], String)) {
+    let key = |k: &'static str| ["storage", "s3", k];
+    if s3.bucket.is_empty() {
+        err(&key("bucket"), "an S3 bucket name is required".into());
+    }
+    if let Some(ep) = &s3.endpoint
+        && let Err(m) = check_url(ep)
+    {
+        err(&key("endpoint"), m);
+    }
+    if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+        err(
+            &key("access_key_id"),
+            "set both access_key_id and secret_access_key, or neither (then the AWS \
+             environment variables, profile or instance role are used)"
+                .into(),
+        );
+    }
+    let expiry = s3.redirect_expiry.0.as_secs();
+    if !(1..=7 * 24 * 3600).contains(&expiry) {
+        err(
+            &key("redirect_expiry"),
+            "presigned URLs last between 1s and 7 days".into(),
+        );
+    }
+    if s3.timeout.0.is_zero() {
+        err(&key("timeout"), "must be greater than zero".into());
+    }
+    if !(5 << 20..=5 << 30).contains(&s3.part_size.0) {
+        err(
+            &key("part_size"),
+            "S3 multipart parts are 5MiB to 5GiB".into(),
+        );
+    }
+    if !(1..=64).contains(&s3.upload_concurrency) {
+        err(&key("upload_concurrency"), "must be 1 to 64".into());
     }
 }
 

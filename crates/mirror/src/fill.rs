@@ -22,8 +22,8 @@ use bytes::BytesMut;
 use ferry_metrics::{Metrics, ReasonLabels};
 use ferry_oci::{Digest, DigestVerifier, RepoName};
 use ferry_storage::fs::temp_path;
-use ferry_storage::{BlobStore, Progress};
-use ferry_upstream::Upstream;
+use ferry_storage::{BlobStore, FillClaim, Progress};
+use ferry_upstream::{BlobDownload, Upstream};
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
@@ -263,7 +263,19 @@ impl Job {
     }
 
     async fn download(&self, slot: &mut Option<Spool>) -> Result<()> {
-        let dl = self.upstream.blob(&self.repo, &self.digest, 0).await?;
+        // Replicas sharing a store take turns: the one holding the claim downloads from the
+        // upstream; one that waited and then finds the blob stored copies it from the store.
+        let claim = self
+            .ctx
+            .store
+            .claim_fill(&self.digest, self.ctx.timeout / 2);
+        let (dl, _lease) = match claim.await? {
+            FillClaim::Owner(lease) => (
+                self.upstream.blob(&self.repo, &self.digest, 0).await?,
+                Some(lease),
+            ),
+            FillClaim::Stored => (self.stored_copy().await?, None),
+        };
         let path = temp_path(&self.ctx.store.spool_dir());
         let file = File::create(&path)?;
         let reader = Arc::new(File::open(&path)?);
@@ -309,6 +321,17 @@ impl Job {
             }
         }
         self.verify_and_store(spool).await
+    }
+
+    /// The blob as stored by another replica, in the shape of an upstream download.
+    async fn stored_copy(&self) -> Result<BlobDownload> {
+        let body = self.ctx.store.open(&self.digest, 0, None).await?;
+        let body = body.ok_or_else(|| self.failure("blob vanished from the shared store"))?;
+        Ok(BlobDownload {
+            size: Some(body.size),
+            offset: 0,
+            stream: body.stream,
+        })
     }
 
     async fn write(&self, spool: &mut Spool, batch: BytesMut) -> Result<()> {

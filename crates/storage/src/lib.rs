@@ -5,8 +5,12 @@
 //! backend is a handful of methods:
 //!
 //! - [`fs::FsStore`]: local disk, the default (layout in [`paths`]);
-//! - further backends (object stores) implement the same trait and pass the same
-//!   [`testsuite`].
+//! - `object::ObjectStore` (feature `s3`): an S3-compatible object store through OpenDAL,
+//!   shared by several stateless replicas, with presigned URLs for redirects;
+//! - [`tiered::TieredStore`]: a local-disk tier of hot blobs in front of an object store.
+//!
+//! Every backend passes the same [`testsuite`]; [`testserver`] starts a real S3-compatible
+//! server (SeaweedFS) for the object backend's tests.
 //!
 //! Writing is always two-phase: the cache engine downloads into a local *spool* file (which
 //! readers can follow while it grows, see [`chunks`]), verifies the digest, and only then calls
@@ -14,9 +18,14 @@
 //! at worst a stray spool file, which is removed at start-up, never a corrupt blob.
 
 pub mod chunks;
+pub mod claim;
 pub mod fs;
+#[cfg(feature = "s3")]
+pub mod object;
 pub mod paths;
+pub mod testserver;
 pub mod testsuite;
+pub mod tiered;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -27,6 +36,7 @@ use ferry_oci::Digest;
 use futures_util::stream::BoxStream;
 
 pub use chunks::{ChunkReader, Progress};
+pub use claim::{FillClaim, FillLease};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +141,13 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Directory for spool files of in-progress downloads (local disk).
     fn spool_dir(&self) -> PathBuf;
+
+    /// Claims the download of a missing blob among the processes sharing this store, waiting
+    /// up to `wait` while another one holds the claim (see [`claim`]). Stores used by one
+    /// process grant every claim at once.
+    async fn claim_fill(&self, _digest: &Digest, _wait: Duration) -> Result<FillClaim> {
+        Ok(FillClaim::Owner(FillLease::local()))
+    }
 
     /// Checks that the store is writable (for readiness probes).
     async fn check_writable(&self) -> Result<()>;

@@ -44,6 +44,7 @@ pub mod process;
 pub mod redis;
 pub mod registry;
 pub mod runtime;
+pub mod s3;
 pub mod token;
 
 pub use clients::{

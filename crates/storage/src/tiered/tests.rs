@@ -1,0 +1,106 @@
+//! The tiered store over a second local store standing in for the shared one (the object
+//! backend's own tests cover the real S3 side; the e2e tests run the tier over SeaweedFS).
+
+use std::time::Duration;
+
+use super::*;
+
+async fn tier(max: u64) -> (tempfile::TempDir, TieredStore, Arc<FsStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let local = FsStore::open(dir.path().join("local")).unwrap();
+    let remote = Arc::new(FsStore::open(dir.path().join("remote")).unwrap());
+    let store = TieredStore::new(local, remote.clone(), max).await.unwrap();
+    (dir, store, remote)
+}
+
+async fn wait_local(store: &TieredStore, d: &Digest) {
+    for _ in 0..200 {
+        if store.inner.local.stat(d).await.unwrap().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{d} never reached the local tier");
+}
+
+#[tokio::test]
+async fn tiered_store_passes_the_conformance_suite() {
+    let (_dir, store, _) = tier(u64::MAX).await;
+    crate::testsuite::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn blobs_from_the_shared_store_become_local() {
+    let (_dir, store, remote) = tier(u64::MAX).await;
+    let data = Bytes::from(vec![7u8; 300_000]);
+    let d = Digest::sha256_of(&data);
+    remote.put_verified(&d, data.clone()).await.unwrap();
+    assert!(store.inner.local.stat(&d).await.unwrap().is_none());
+    let body = store
+        .open(&d, 0, None)
+        .await
+        .unwrap()
+        .expect("served from the shared store");
+    assert_eq!(body.size, 300_000);
+    wait_local(&store, &d).await;
+    assert_eq!(store.inner.local.read_all(&d).await.unwrap().unwrap(), data);
+    assert_eq!(store.local_bytes(), 300_000);
+}
+
+#[tokio::test]
+async fn ingest_lands_in_both_tiers() {
+    let (_dir, store, remote) = tier(u64::MAX).await;
+    let data = vec![3u8; 100_000];
+    let d = Digest::sha256_of(&data);
+    let spool = store.spool_dir().join("x.part");
+    std::fs::write(&spool, &data).unwrap();
+    store.ingest(&d, &spool).await.unwrap();
+    assert!(!spool.exists());
+    assert_eq!(remote.stat(&d).await.unwrap().unwrap().size, 100_000);
+    assert_eq!(
+        store.inner.local.stat(&d).await.unwrap().unwrap().size,
+        100_000
+    );
+    assert!(
+        std::fs::read_dir(store.spool_dir())
+            .unwrap()
+            .next()
+            .is_none(),
+        "no spool leftovers"
+    );
+}
+
+#[tokio::test]
+async fn the_local_tier_keeps_to_its_limit() {
+    let (_dir, store, remote) = tier(250_000).await;
+    let mut digests = Vec::new();
+    for n in 0..3u8 {
+        let data = Bytes::from(vec![n; 100_000]);
+        let d = Digest::sha256_of(&data);
+        store.put_verified(&d, data).await.unwrap();
+        digests.push(d);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(store.local_bytes() <= 250_000);
+    assert!(
+        store.inner.local.stat(&digests[0]).await.unwrap().is_none(),
+        "coldest left"
+    );
+    assert!(
+        remote.stat(&digests[0]).await.unwrap().is_some(),
+        "but stays shared"
+    );
+    assert!(store.stat(&digests[0]).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn local_blobs_are_not_redirected() {
+    let (_dir, store, _) = tier(u64::MAX).await;
+    let data = Bytes::from_static(b"hot");
+    let d = Digest::sha256_of(&data);
+    store.put_verified(&d, data).await.unwrap();
+    assert_eq!(
+        store.presign(&d, Duration::from_secs(60)).await.unwrap(),
+        None
+    );
+}

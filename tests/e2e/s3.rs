@@ -1,0 +1,344 @@
+//! ferry over a real S3-compatible object store (SeaweedFS on 127.0.0.1): pulls with skopeo
+//! through presigned redirects and through ferry, several replicas over one bucket, a local-disk
+//! tier, store outages and interrupted uploads. Every test skips (saying why) only when the
+//! SeaweedFS binary is not installed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::http::{raw_get, raw_request};
+use crate::support::s3::S3;
+use crate::support::*;
+
+/// A ferry for `upstream` (as docker.io) over the bucket, with `extra` `storage.s3` keys.
+fn ferry_on(s3: &S3, upstream: &Registry, extra: Value) -> FerryBuilder {
+    s3.apply(Ferry::builder().upstream("docker.io", upstream), extra)
+}
+
+fn blob_path(repo: &str, digest: &str) -> String {
+    format!("/v2/docker.io/{repo}/blobs/{digest}")
+}
+
+/// Pulls every platform of `reference` into a fresh `dir:` and checks the top digest.
+fn pull_all(reference: &str, image: &Image) {
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("dir:{}", out.path().display());
+    skopeo_copy(reference, &dest, &["--all", "--preserve-digests"]);
+    let top = std::fs::read(out.path().join("manifest.json")).unwrap();
+    assert_eq!(sha256_digest(&top), image.digest, "pulled {reference}");
+}
+
+#[test]
+fn cached_blobs_redirect_to_presigned_store_urls() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::multi(), "library/hello:1");
+    let ferry = ferry_on(
+        &s3,
+        &upstream,
+        json!({"redirect": true, "redirect_expiry": "2m"}),
+    )
+    .start();
+    let reference = format!("docker://{}/docker.io/library/hello:1", ferry.host());
+
+    pull_all(&reference, &image);
+    let fetched = upstream.blob_gets();
+    assert_eq!(fetched, image.blobs.len(), "each blob fetched once");
+    for b in &image.blobs {
+        assert!(
+            s3.holds(&b.digest, &image.blob_bytes(&b.digest)),
+            "{} stored",
+            b.digest
+        );
+    }
+
+    // A cached blob: GET answers 307 to a presigned URL of the store; HEAD never redirects.
+    let blob = image.largest_blob();
+    let got = raw_get(&ferry.host(), &blob_path("library/hello", &blob.digest)).unwrap();
+    assert_eq!(got.status, 307, "{}", got.text());
+    let location = got.header("location").expect("Location").to_owned();
+    assert!(location.starts_with(&s3.endpoint()), "{location}");
+    assert!(location.contains("X-Amz-Signature") && location.contains("X-Amz-Expires=120"));
+    let head = raw_request(
+        &ferry.host(),
+        "HEAD",
+        &blob_path("library/hello", &blob.digest),
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(blob.size.to_string().as_str())
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bytes = rt.block_on(async {
+        let r = http::client().get(&location).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap()
+    });
+    assert_eq!(
+        sha256_digest(&bytes),
+        blob.digest,
+        "the store serves the bytes"
+    );
+
+    // skopeo follows the redirects; nothing more reaches the upstream.
+    pull_all(&reference, &image);
+    assert_eq!(
+        upstream.blob_gets(),
+        fetched,
+        "a warm pull costs no upstream blob GET"
+    );
+}
+
+#[test]
+fn redirect_off_streams_cached_blobs_through_ferry() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::single(), "library/plain:1");
+    let ferry = ferry_on(&s3, &upstream, json!({"redirect": false})).start();
+    let reference = format!("docker://{}/docker.io/library/plain:1", ferry.host());
+    pull_all(&reference, &image);
+    for b in &image.blobs {
+        let got = raw_get(&ferry.host(), &blob_path("library/plain", &b.digest)).unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(sha256_digest(&got.body), b.digest);
+        let ranged = raw_request(
+            &ferry.host(),
+            "GET",
+            &blob_path("library/plain", &b.digest),
+            &[("Range", "bytes=1-10")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ranged.status, 206);
+        assert_eq!(ranged.body, image.blob_bytes(&b.digest)[1..11]);
+    }
+    assert_eq!(upstream.blob_gets(), image.blobs.len());
+}
+
+#[test]
+fn replicas_share_the_bucket_and_need_no_disk() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::multi(), "library/shared:1");
+    let a = ferry_on(&s3, &upstream, json!({})).start();
+    let mut b = ferry_on(&s3, &upstream, json!({"redirect": false})).start();
+    pull_all(
+        &format!("docker://{}/docker.io/library/shared:1", a.host()),
+        &image,
+    );
+    let fetched = upstream.blob_gets();
+
+    // B never saw the image: it serves A's cached blobs from the bucket.
+    pull_all(
+        &format!("docker://{}/docker.io/library/shared:1", b.host()),
+        &image,
+    );
+    assert_eq!(
+        upstream.blob_gets(),
+        fetched,
+        "B made no upstream blob request"
+    );
+
+    // B restarted with an empty disk (and its spool directory gone) still serves everything.
+    b.stop();
+    let _ = std::fs::remove_dir_all(b.dir().join("ferry-spool"));
+    b.start_again();
+    pull_all(
+        &format!("docker://{}/docker.io/library/shared:1", b.host()),
+        &image,
+    );
+    assert_eq!(upstream.blob_gets(), fetched);
+}
+
+#[test]
+fn concurrent_cold_requests_over_two_replicas_fetch_once() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(
+        &upstream,
+        Fixture::big(24).seed("s3-coalesce"),
+        "library/big:1",
+    );
+    let blob = image.largest_blob().clone();
+    let replicas = [
+        ferry_on(&s3, &upstream, json!({"redirect": false})).start(),
+        ferry_on(&s3, &upstream, json!({"redirect": false})).start(),
+    ];
+    let path = blob_path("library/big", &blob.digest);
+    let results: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let host = replicas[i % 2].host();
+                let path = path.clone();
+                scope.spawn(move || {
+                    let r = raw_get(&host, &path).expect("GET blob");
+                    (r.status, sha256_digest(&r.body))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, digest) in &results {
+        assert_eq!((*status, digest.as_str()), (200, blob.digest.as_str()));
+    }
+    let fetches = upstream.count("GET", &blob.digest);
+    eprintln!("upstream fetches for 6 concurrent cold requests over 2 replicas: {fetches}");
+    assert_eq!(
+        fetches, 1,
+        "the replicas coalesce through the store's fill claim"
+    );
+    assert!(s3.holds(&blob.digest, &image.blob_bytes(&blob.digest)));
+}
+
+#[test]
+fn a_local_tier_serves_hot_blobs_from_disk() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::single(), "library/tier:1");
+    let builder = ferry_on(&s3, &upstream, json!({"redirect": true}))
+        .set("storage.local_cache.root", "local")
+        .set("storage.local_cache.max_size", "1GiB");
+    let mut ferry = builder.start();
+    let reference = format!("docker://{}/docker.io/library/tier:1", ferry.host());
+    pull_all(&reference, &image);
+    let blob = image.largest_blob();
+    let path = blob_path("library/tier", &blob.digest);
+    let hot = raw_get(&ferry.host(), &path).unwrap();
+    assert_eq!(
+        hot.status, 200,
+        "a blob on local disk is served, not redirected"
+    );
+    assert_eq!(sha256_digest(&hot.body), blob.digest);
+
+    // With the local tier wiped, the blob comes from the store (a redirect), is copied back to
+    // local disk in the background, and is then served locally again.
+    ferry.stop();
+    std::fs::remove_dir_all(ferry.dir().join("local")).unwrap();
+    ferry.start_again();
+    let cold = raw_get(&ferry.host(), &path).unwrap();
+    assert_eq!(cold.status, 307);
+    wait_until(
+        Duration::from_secs(20),
+        "blob copied to the local tier",
+        || raw_get(&ferry.host(), &path).is_ok_and(|r| r.status == 200),
+    );
+    pull_all(&reference, &image);
+    assert_eq!(
+        upstream.blob_gets(),
+        image.blobs.len(),
+        "never refetched upstream"
+    );
+}
+
+#[test]
+fn a_store_outage_is_a_clear_5xx_and_leaves_nothing_corrupt() {
+    let Some(mut s3) = S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::single(), "library/outage:1");
+    let other = push_fixture(
+        &upstream,
+        Fixture::big(8).seed("s3-outage"),
+        "library/later:1",
+    );
+    let ferry = ferry_on(&s3, &upstream, json!({"redirect": false, "timeout": "2s"})).start();
+    pull_all(
+        &format!("docker://{}/docker.io/library/outage:1", ferry.host()),
+        &image,
+    );
+
+    s3.stop();
+    let started = Instant::now();
+    let blob = image.largest_blob();
+    let got = raw_get(&ferry.host(), &blob_path("library/outage", &blob.digest)).unwrap();
+    assert!(
+        (500..600).contains(&got.status),
+        "status {}: {}",
+        got.status,
+        got.text()
+    );
+    assert!(got.text().contains("storage"), "{}", got.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // A cold blob cannot be looked up either: a 5xx, not a download that cannot be kept.
+    let big = other.largest_blob();
+    let cold = raw_get(&ferry.host(), &blob_path("library/later", &big.digest)).unwrap();
+    assert!((500..600).contains(&cold.status), "status {}", cold.status);
+
+    s3.start_again();
+    assert_eq!(
+        s3.corrupt_blobs(),
+        Vec::<String>::new(),
+        "every object verifies"
+    );
+    pull_all(
+        &format!("docker://{}/docker.io/library/later:1", ferry.host()),
+        &other,
+    );
+    pull_all(
+        &format!("docker://{}/docker.io/library/outage:1", ferry.host()),
+        &image,
+    );
+}
+
+#[test]
+fn an_interrupted_upload_leaves_no_partial_object() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::big(48).seed("s3-cut"), "library/cut:1");
+    let blob = image.largest_blob().clone();
+    let mut ferry = ferry_on(
+        &s3,
+        &upstream,
+        json!({"part_size": "5MiB", "upload_concurrency": 1}),
+    )
+    .start();
+    let host = ferry.host();
+    let path = blob_path("library/cut", &blob.digest);
+    let client = std::thread::spawn(move || raw_get(&host, &path));
+    // Kill ferry once the download is complete in its spool file, i.e. while it uploads.
+    let spool = ferry.dir().join("ferry-spool");
+    wait_until(Duration::from_secs(60), "download spooled", || {
+        std::fs::read_dir(&spool).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() == blob.size))
+        })
+    });
+    ferry.kill9();
+    let _ = client.join();
+    if let Some((_, size)) = s3.blobs().iter().find(|(d, _)| *d == blob.digest) {
+        assert_eq!(*size, blob.size, "an object is complete or absent");
+    }
+    assert_eq!(
+        s3.corrupt_blobs(),
+        Vec::<String>::new(),
+        "every object verifies"
+    );
+    ferry.start_again();
+    pull_all(
+        &format!("docker://{}/docker.io/library/cut:1", ferry.host()),
+        &image,
+    );
+    assert!(s3.holds(&blob.digest, &image.blob_bytes(&blob.digest)));
+}
