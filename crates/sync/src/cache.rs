@@ -8,7 +8,7 @@
 //! last byte means the blob is committed (the fill holds the last byte back until the digest
 //! checked out).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ferry_mirror::{BlobBody, Mirror, Outcome, Target};
@@ -20,29 +20,36 @@ use crate::error::SyncError;
 use crate::progress::{BlobOutcome, BlobProgress};
 use crate::walk::{Fetched, Transfer};
 
-/// Blobs already claimed by an image of the current run (shared layers are fetched once and
-/// counted once).
-pub type Claimed = Arc<Mutex<HashSet<Digest>>>;
+/// Which image of the current run first asked for each blob: shared layers are fetched once
+/// and counted (and shown) once, for that image.
+pub type Claimed = Arc<Mutex<HashMap<Digest, Arc<str>>>>;
 
 /// Transfers an upstream repository's images into the cache.
 pub struct CacheTransfer {
     mirror: Mirror,
     target: Target,
     claimed: Claimed,
+    image: Arc<str>,
 }
 
 impl CacheTransfer {
-    /// For repository `target` (from [`Mirror::resolve`]).
-    pub fn new(mirror: Mirror, target: Target, claimed: Claimed) -> Self {
+    /// For `image` in repository `target` (from [`Mirror::resolve`]).
+    pub fn new(mirror: Mirror, target: Target, claimed: Claimed, image: Arc<str>) -> Self {
         CacheTransfer {
             mirror,
             target,
             claimed,
+            image,
         }
     }
 
+    /// Whether this image is the first of the run to want blob `d` (still true on a retry).
     fn claim(&self, d: &Digest) -> bool {
-        self.claimed.lock().expect("claimed lock").insert(d.clone())
+        let mut claimed = self.claimed.lock().expect("claimed lock");
+        let owner = claimed
+            .entry(d.clone())
+            .or_insert_with(|| self.image.clone());
+        *owner == self.image
     }
 }
 

@@ -70,13 +70,16 @@ pub async fn sync(
         claimed: Claimed::default(),
     };
     let runner = &runner;
-    let done: Vec<(usize, ImageResult)> = futures_util::stream::iter(planned)
-        .map(|(line, job)| async move { (line, runner.image(job).await) })
-        .buffered(jobs)
+    // Unordered, so that one slow image never holds back the next ones; sorted afterwards.
+    let done: Vec<((usize, usize), ImageResult)> = futures_util::stream::iter(planned)
+        .enumerate()
+        .map(|(seq, (line, job))| async move { ((line, seq), runner.image(job).await) })
+        .buffer_unordered(jobs)
         .collect()
         .await;
-    let mut images: Vec<(usize, ImageResult)> = done.into_iter().chain(failed).collect();
-    images.sort_by_key(|(line, _)| *line); // stable: list order, then tag order
+    let failed = failed.into_iter().map(|(line, r)| ((line, 0), r));
+    let mut images: Vec<_> = done.into_iter().chain(failed).collect();
+    images.sort_by_key(|(key, _)| *key); // list order, then tag order
     Summary {
         images: images.into_iter().map(|(_, r)| r).collect(),
     }
@@ -168,6 +171,7 @@ impl Runner<'_> {
             self.mirror.clone(),
             job.target.clone(),
             self.claimed.clone(),
+            job.label.clone(),
         );
         let walk = Walk {
             image: job.label.clone(),
