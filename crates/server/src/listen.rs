@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+/// Smallest hyper buffer limit: one blob chunk (`ferry_storage::chunks::CHUNK`).
+const MIN_BUF: usize = 256 * 1024;
+
 /// Headers hyper parses at most; the router refuses more than [`crate::MAX_HEADER_COUNT`].
 const MAX_HEADERS: usize = 1000;
 
@@ -62,10 +65,12 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
-        // Generous hyper limits: the configured limit is enforced by the router
-        // (`head_limit`), which answers with an OCI error body; hyper's own bare 431 only
-        // catches heads far beyond it.
-        .max_buf_size(opts.max_header_bytes.saturating_mul(4).max(1 << 20))
+        // hyper's buffer limit bounds both the request head it reads and the response bytes it
+        // queues per connection. The configured head limit is enforced by the router
+        // (`head_limit`, a 431 with an OCI error body); hyper's own bare 431 only catches heads
+        // beyond 4x that. Keeping it near one blob chunk keeps one chunk in flight per
+        // connection, which is what bounds memory while serving many large downloads.
+        .max_buf_size(opts.max_header_bytes.saturating_mul(4).max(MIN_BUF))
         .max_headers(MAX_HEADERS);
     builder
         .http2()

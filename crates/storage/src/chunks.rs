@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use crate::ByteStream;
 
 /// Bytes read per chunk.
-pub const CHUNK: usize = 512 * 1024;
+pub const CHUNK: usize = 256 * 1024;
 
 /// How far a growing file has been written.
 #[derive(Debug, Clone, PartialEq, Eq)]
