@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use crate::core::{is_cached, spool_files};
 use crate::support::clients::{run, skopeo_command};
 use crate::support::ferry::ferry_command;
 use crate::support::http::{client_builder, raw_get, raw_request};
@@ -212,42 +213,6 @@ fn blob_path(repo: &str, digest: &str) -> String {
     format!("/v2/docker.io/{repo}/blobs/{digest}")
 }
 
-/// Where the local-disk backend keeps a blob (crates/storage/src/paths.rs).
-fn cached_blob_file(data_dir: &Path, digest: &str) -> PathBuf {
-    let hex = digest.trim_start_matches("sha256:");
-    data_dir.join("blobs/sha256").join(&hex[..2]).join(hex)
-}
-
-/// Every file under `dir` (recursively); empty if it does not exist.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// Asserts that every cached blob file holds exactly the bytes its name promises.
-fn assert_cache_is_verified(data_dir: &Path) {
-    for f in files_under(&data_dir.join("blobs")) {
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(
-            sha256_file(&f),
-            format!("sha256:{name}"),
-            "cache entry {} does not match its digest",
-            f.display()
-        );
-    }
-}
-
 /// The `Docker-Content-Digest` ferry answers for `repo:tag` through the docker.io prefix.
 fn tag_digest(ferry_host: &str, repo: &str, tag: &str) -> String {
     let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -431,7 +396,7 @@ fn metrics_count_misses_then_hits_during_a_pull() {
 #[test]
 fn metrics_show_downloads_in_flight_and_coalesced_waiters() {
     let up = FaultyUpstream::start();
-    let size = 3 * MIB;
+    let size = 5 * MIB;
     let blob = up.add_pattern_blob(7, size);
     up.add_rule(Rule::blob(&blob, Fault::Throttle(MIB)));
     let ferry = Ferry::builder().upstream("docker.io", &up).start();
@@ -686,15 +651,16 @@ fn check_config(text: &str, env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
-/// `ferry check-config` exits 0 for a valid file and 2 for every kind of bad input, naming the
-/// key (or the environment variable) and the line of each problem.
+/// What an operator sees from `ferry check-config` before a reload, beyond the exit codes and
+/// per-key messages that `core::defaults::check_config_exits_0_or_2_naming_the_key_and_line`
+/// covers: every problem of a file at once (one fix-and-retry round, not one per error), and
+/// broken YAML located by line; both exit 2.
 #[test]
-fn check_config_exit_codes_and_errors_by_key_and_line() {
-    let (code, out, _) = check_config("listen: 127.0.0.1:5000\ncache:\n  tag_ttl: 1m\n", &[]);
-    assert_eq!(code, 0);
+fn check_config_reports_every_error_at_once_and_broken_yaml() {
+    let (code, out, err) = check_config("listen: 127.0.0.1:5000\ncache:\n  tag_ttl: 1m\n", &[]);
+    assert_eq!(code, 0, "{err}");
     assert!(out.contains("OK"), "{out}");
 
-    // Every semantic problem at once, each by key and line.
     let (code, _, err) = check_config(
         "listen: nonsense\n\
          default_upstream: nowhere.io\n\
@@ -715,35 +681,9 @@ fn check_config_exit_codes_and_errors_by_key_and_line() {
     }
     assert!(err.contains("3 errors"), "{err}");
 
-    // An unknown key is named, with its line.
-    let (code, _, err) = check_config("cache:\n  tag_ttl: 1m\n  bogus_key: 1\n", &[]);
+    let (code, _, err) = check_config("upstreams:\n  docker.io: {url: [\n", &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("bogus_key") && err.contains(":3:"), "{err}");
-
-    // A bad value: its line.
-    let (code, _, err) = check_config("cache:\n  tag_ttl: never\n", &[]);
-    assert_eq!(code, 2);
-    assert!(err.contains(":2:") && err.contains("never"), "{err}");
-
-    // Broken YAML: its line.
-    let (code, _, err) = check_config("listen: [\n", &[]);
-    assert_eq!(code, 2);
-    assert!(err.contains(":1:"), "{err}");
-
-    // A bad environment override names the variable.
-    let (code, _, err) = check_config("{}\n", &[("FERRY_CACHE__TAG_TTL", "never")]);
-    assert_eq!(code, 2);
-    assert!(err.contains("FERRY_CACHE__TAG_TTL"), "{err}");
-
-    // A missing file and a missing argument are bad usage too.
-    let out = ferry_command()
-        .args(["check-config", "/nonexistent/ferry.yaml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ferry.yaml"));
-    let out = ferry_command().arg("check-config").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains(":2:"), "{err}");
 }
 
 /// The `ferry.yaml` embedded in a Kubernetes manifest (`ferry.yaml: |` block).
@@ -1065,7 +1005,8 @@ fn sigterm_lets_the_download_in_flight_finish() {
         signalled.elapsed()
     );
 
-    let cached = cached_blob_file(ferry.data_dir(), &blob).exists();
+    // A complete, verified entry or none (is_cached panics on a corrupt one).
+    let cached = is_cached(&ferry, &blob);
     eprintln!(
         "after SIGTERM the cache holds {}",
         if cached {
@@ -1074,9 +1015,8 @@ fn sigterm_lets_the_download_in_flight_finish() {
             "no entry for the blob"
         }
     );
-    assert_cache_is_verified(ferry.data_dir());
     ferry.start_again();
-    let spool = files_under(&ferry.data_dir().join("_spool"));
+    let spool = spool_files(&ferry);
     assert!(
         spool.is_empty(),
         "left in _spool/ after a restart: {spool:?}"
@@ -1123,12 +1063,11 @@ fn sigterm_past_the_grace_period_leaves_no_partial_entry() {
     assert!(!got.complete(), "the response was cut at exit");
 
     assert!(
-        !cached_blob_file(ferry.data_dir(), &blob).exists(),
+        !is_cached(&ferry, &blob),
         "a cut download is not a cache entry"
     );
-    assert_cache_is_verified(ferry.data_dir());
     ferry.start_again();
-    let spool = files_under(&ferry.data_dir().join("_spool"));
+    let spool = spool_files(&ferry);
     assert!(
         spool.is_empty(),
         "left in _spool/ after a restart: {spool:?}"
@@ -1138,7 +1077,7 @@ fn sigterm_past_the_grace_period_leaves_no_partial_entry() {
     assert_eq!(again.status, 200);
     assert_eq!(sha256_digest(&again.body), blob);
     assert_eq!(up.blob_gets(&blob), 2, "downloaded again after the cut");
-    assert!(cached_blob_file(ferry.data_dir(), &blob).exists());
+    assert!(is_cached(&ferry, &blob));
 }
 
 // ---------------------------------------------------------------------------------------------
