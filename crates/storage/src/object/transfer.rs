@@ -8,28 +8,50 @@
 
 use std::path::Path;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use opendal::Operator;
 use tokio::io::AsyncReadExt;
 
 use super::{ObjectOptions, backend};
 use crate::{ByteStream, Result, chunks::CHUNK};
 
-/// Streams `[offset, offset + len)` of an object in chunks of [`CHUNK`] bytes.
+/// Streams `[offset, offset + len)` of an object, regrouped into chunks of about [`CHUNK`]
+/// bytes (the HTTP body arrives in small pieces; fewer, larger chunks cost less per byte).
 pub async fn read_range(op: &Operator, key: &str, offset: u64, len: u64) -> Result<ByteStream> {
     if len == 0 {
         return Ok(futures_util::stream::empty().boxed());
     }
-    let reader = op
-        .reader_with(key)
-        .chunk(CHUNK)
-        .await
-        .map_err(|e| backend("read", key, e))?;
+    // One ranged GET streamed as it arrives (a `chunk` option would split it into many GETs).
+    let reader = op.reader(key).await.map_err(|e| backend("read", key, e))?;
     let stream = reader
         .into_bytes_stream(offset..offset + len)
         .await
         .map_err(|e| backend("read", key, e))?;
-    Ok(stream.boxed())
+    Ok(regroup(stream.boxed()))
+}
+
+/// Joins the pieces a stream has ready into chunks of up to [`CHUNK`] bytes, waiting only for
+/// the first piece of each chunk (so a slow store delays nothing).
+fn regroup(stream: ByteStream) -> ByteStream {
+    futures_util::stream::unfold(Some(stream), |state| async move {
+        let mut stream = state?;
+        let first = match stream.next().await? {
+            Ok(b) if b.len() >= CHUNK => return Some((Ok(b), Some(stream))),
+            Ok(b) => b,
+            Err(e) => return Some((Err(e), None)),
+        };
+        let mut buf = bytes::BytesMut::from(first.as_ref());
+        while buf.len() < CHUNK {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(b))) => buf.extend_from_slice(&b),
+                Some(Some(Err(e))) => return Some((Err(e), None)),
+                Some(None) => return Some((Ok(buf.freeze()), None)),
+                None => break,
+            }
+        }
+        Some((Ok(buf.freeze()), Some(stream)))
+    })
+    .boxed()
 }
 
 /// Uploads the file at `path` to `key`; the object appears only if every part arrived.
