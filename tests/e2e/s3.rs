@@ -257,15 +257,34 @@ fn a_store_outage_is_a_clear_5xx_and_leaves_nothing_corrupt() {
         Fixture::big(8).seed("s3-outage"),
         "library/later:1",
     );
-    let ferry = ferry_on(&s3, &upstream, json!({"redirect": false, "timeout": "2s"})).start();
+    let ferry = ferry_on(&s3, &upstream, json!({"redirect": false, "timeout": "1s"})).start();
     pull_all(
         &format!("docker://{}/docker.io/library/outage:1", ferry.host()),
         &image,
     );
 
-    s3.stop();
+    // A store that hangs: each request times out (1 s here), is retried, then the client gets
+    // a 5xx instead of waiting forever.
+    s3.pause();
     let started = Instant::now();
     let blob = image.largest_blob();
+    let got = raw_get(&ferry.host(), &blob_path("library/outage", &blob.digest)).unwrap();
+    assert!((500..600).contains(&got.status), "status {}", got.status);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    s3.resume();
+    let back = raw_get(&ferry.host(), &blob_path("library/outage", &blob.digest)).unwrap();
+    assert_eq!(
+        sha256_digest(&back.body),
+        blob.digest,
+        "served again once the store answers"
+    );
+
+    s3.stop();
+    let started = Instant::now();
     let got = raw_get(&ferry.host(), &blob_path("library/outage", &blob.digest)).unwrap();
     assert!(
         (500..600).contains(&got.status),
@@ -341,4 +360,54 @@ fn an_interrupted_upload_leaves_no_partial_object() {
         &image,
     );
     assert!(s3.holds(&blob.digest, &image.blob_bytes(&blob.digest)));
+}
+
+#[test]
+fn credentials_can_come_from_the_usual_aws_variables() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::single(), "library/creds:1");
+    let ferry = ferry_on(&s3, &upstream, json!({}))
+        .unset("storage.s3.access_key_id")
+        .unset("storage.s3.secret_access_key")
+        .env("AWS_ACCESS_KEY_ID", ferry_storage::testserver::ACCESS_KEY)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            ferry_storage::testserver::SECRET_KEY,
+        )
+        .start();
+    pull_all(
+        &format!("docker://{}/docker.io/library/creds:1", ferry.host()),
+        &image,
+    );
+    assert_eq!(s3.corrupt_blobs(), Vec::<String>::new());
+    assert_eq!(
+        s3.blobs().len(),
+        image.blobs.len() + 1,
+        "blobs and the manifest"
+    );
+
+    // Wrong keys: `ferry serve` refuses to start, naming the bucket.
+    let mut cmd = ferry_command();
+    let bad = ferry.dir().join("bad.yaml");
+    let yaml = std::fs::read_to_string(ferry.config_path())
+        .unwrap()
+        .replace(
+            &format!("listen: \"{}\"", ferry.host()),
+            "listen: \"127.0.0.1:1\"",
+        );
+    std::fs::write(&bad, yaml).unwrap();
+    let out = cmd
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .env("AWS_ACCESS_KEY_ID", "nobody")
+        .env("AWS_SECRET_ACCESS_KEY", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot use the object store"), "{err}");
+    assert!(err.contains(s3.bucket()), "{err}");
 }

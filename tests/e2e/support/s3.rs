@@ -101,6 +101,16 @@ impl S3 {
         self.server.stop();
     }
 
+    /// Freezes the server: requests hang until [`S3::resume`] (a slow store).
+    pub fn pause(&self) {
+        self.server.pause();
+    }
+
+    /// Thaws a paused server.
+    pub fn resume(&self) {
+        self.server.resume();
+    }
+
     /// Starts it again on the same port with the same data.
     pub fn start_again(&mut self) {
         self.server
