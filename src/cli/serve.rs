@@ -52,8 +52,7 @@ fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     })
 }
 
-/// Opens the configured store.
-pub(crate) async /// Opens the configured store: local disk, or an S3-compatible bucket (checked for access and
+/// Opens the configured store: local disk, or an S3-compatible bucket (checked for access and
 /// conditional-write support at start), optionally behind a local-disk tier.
 pub(crate) async fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, String> {
     let Some(s3) = &config.storage.s3 else {

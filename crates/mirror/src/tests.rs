@@ -204,10 +204,7 @@ async fn read_all(a: BlobAnswer) -> std::io::Result<Vec<u8>> {
 }
 
 fn spool_is_empty(root: &std::path::Path) -> bool {
-    std::fs::read_dir(root.join("_spool"))
-        .unwrap()
-        .next()
-        .is_none()
+    ferry_storage::spool::partial_files(&root.join("_spool")).is_empty()
 }
 
 #[tokio::test]

@@ -17,43 +17,31 @@ use ferry_oci::Digest;
 
 use crate::chunks::ChunkReader;
 use crate::paths;
+use crate::spool::Spool;
 use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, Result, StorageError, check_key};
 
 /// Blobs and metadata in a directory on local disk.
 #[derive(Debug, Clone)]
 pub struct FsStore {
     root: PathBuf,
+    spool: Arc<Spool>,
 }
 
 impl FsStore {
-    /// Opens (creating) a store under `root` and removes spool files left by a crash.
+    /// Opens (creating) a store under `root`, removes what crashed processes left in the spool
+    /// and claims this process's own spool directory (see [`crate::spool`]).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        for dir in [
-            root.join("blobs"),
-            paths::meta_dir(&root),
-            paths::spool_dir(&root),
-        ] {
+        for dir in [root.join("blobs"), paths::meta_dir(&root)] {
             std::fs::create_dir_all(&dir)?;
         }
-        let store = FsStore { root };
-        store.clear_spool()?;
-        Ok(store)
+        let spool = Arc::new(Spool::claim(&paths::spool_dir(&root))?);
+        Ok(FsStore { root, spool })
     }
 
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    fn clear_spool(&self) -> Result<()> {
-        for entry in std::fs::read_dir(paths::spool_dir(&self.root))? {
-            let path = entry?.path();
-            if path.is_file() {
-                std::fs::remove_file(&path)?;
-            }
-        }
-        Ok(())
     }
 
     fn meta_path(&self, key: &str) -> Result<PathBuf> {
@@ -63,7 +51,7 @@ impl FsStore {
 
     /// Writes `bytes` to `dest` atomically (temp file, fsync, rename, fsync dir).
     fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> io::Result<()> {
-        let tmp = temp_path(&paths::spool_dir(&self.root));
+        let tmp = temp_path(self.spool.dir());
         let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(bytes)?;
@@ -226,12 +214,13 @@ impl BlobStore for FsStore {
     }
 
     fn spool_dir(&self) -> PathBuf {
-        paths::spool_dir(&self.root)
+        self.spool.dir().to_owned()
     }
 
     async fn check_writable(&self) -> Result<()> {
         let this = self.clone();
         blocking(move || {
+            // The shared spool root, so a cache directory that lost write access fails here.
             let probe = temp_path(&paths::spool_dir(&this.root));
             std::fs::write(&probe, b"ok")?;
             std::fs::remove_file(&probe)
@@ -301,6 +290,7 @@ mod tests {
         let store = FsStore::open(dir.path()).unwrap();
         let leftover = temp_path(&store.spool_dir());
         std::fs::write(&leftover, b"half a blob").unwrap();
+        drop(store); // the process that owned the spool is gone
         let _again = FsStore::open(dir.path()).unwrap();
         assert!(!leftover.exists());
     }

@@ -23,6 +23,7 @@ pub mod fs;
 #[cfg(feature = "s3")]
 pub mod object;
 pub mod paths;
+pub mod spool;
 pub mod testserver;
 pub mod testsuite;
 pub mod tiered;

@@ -5,7 +5,9 @@
 //! <root>/meta/<key>                                          metadata documents (JSON), e.g.
 //!     meta/manifests/<algorithm>/<hex>                       media type of a manifest
 //!     meta/tags/<upstream>/<repository>/_tags/<tag>          tag -> digest answer + fetch time
-//! <root>/_spool/<random>.part                                downloads in progress (removed at start)
+//! <root>/_spool/<id>/<random>.part                           downloads in progress, one directory per
+//! <root>/_spool/<id>.lock                                   process (its lock held while it runs;
+//!                                                           unlocked ones are removed at start)
 //! ```
 //!
 //! Repository components always begin with a letter or digit, so the `_tags` directory can

@@ -175,12 +175,9 @@ pub fn is_cached(ferry: &Ferry, digest: &str) -> bool {
     true
 }
 
-/// Files in ferry's download spool (in-progress downloads).
+/// Partial downloads in ferry's spool (`_spool/<process>/<random>.part`).
 pub fn spool_files(ferry: &Ferry) -> Vec<PathBuf> {
-    match std::fs::read_dir(ferry.data_dir().join("_spool")) {
-        Ok(dir) => dir.map(|e| e.expect("spool entry").path()).collect(),
-        Err(_) => Vec::new(),
-    }
+    ferry_storage::spool::partial_files(&ferry.data_dir().join("_spool"))
 }
 
 /// Every file under `root`, relative, sorted (missing root: empty).
