@@ -339,10 +339,9 @@ fn an_interrupted_upload_leaves_no_partial_object() {
     // Kill ferry once the download is complete in its spool file, i.e. while it uploads.
     let spool = ferry.dir().join("ferry-spool");
     wait_until(Duration::from_secs(60), "download spooled", || {
-        std::fs::read_dir(&spool).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.metadata().is_ok_and(|m| m.len() == blob.size))
-        })
+        ferry_storage::spool::partial_files(&spool)
+            .iter()
+            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == blob.size))
     });
     ferry.kill9();
     let _ = client.join();

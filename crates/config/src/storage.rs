@@ -19,7 +19,7 @@ pub struct StorageConfig {
     /// Least-recently-served content is evicted above this size.
     pub max_size: ByteSize,
     /// With an object store: local directory for downloads in progress (default
-    /// `local_cache.root/_spool`, else `./ferry-spool`). Replicas on one host need their own.
+    /// `local_cache.root/_spool`, else `./ferry-spool`); each process uses its own subdirectory.
     pub spool_dir: Option<PathBuf>,
     /// With an object store: a local-disk tier that keeps recently served blobs.
     pub local_cache: Option<LocalCacheConfig>,

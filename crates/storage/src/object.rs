@@ -33,6 +33,7 @@ use ferry_oci::Digest;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
+use crate::spool::Spool;
 use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, FillClaim, Result, StorageError};
 
 /// How to reach an S3-compatible bucket.
@@ -65,7 +66,7 @@ pub struct ObjectOptions {
     pub part_size: usize,
     /// Parts uploaded at once (memory of one upload: about `part_size * (concurrency + 1)`).
     pub upload_concurrency: usize,
-    /// Local directory for spool files.
+    /// Local directory under which this process claims its spool directory.
     pub spool_dir: PathBuf,
 }
 
@@ -87,6 +88,7 @@ impl ObjectOptions {
 pub struct ObjectStore {
     op: Operator,
     opts: Arc<ObjectOptions>,
+    spool: Arc<Spool>,
     kind: &'static str,
     leases: lease::Leases,
 }
@@ -136,10 +138,10 @@ impl ObjectStore {
     }
 
     /// Wraps any OpenDAL operator (tests use the in-memory service), adding the timeout and
-    /// retry layers, and prepares the spool directory (removing crash leftovers).
+    /// retry layers, and claims this process's spool directory under `opts.spool_dir`
+    /// (removing what crashed processes left there; see [`crate::spool`]).
     pub fn from_operator(op: Operator, kind: &'static str, opts: ObjectOptions) -> Result<Self> {
-        std::fs::create_dir_all(&opts.spool_dir)?;
-        transfer::clear_spool(&opts.spool_dir)?;
+        let spool = Arc::new(Spool::claim(&opts.spool_dir)?);
         let op = op
             .layer(
                 TimeoutLayer::new()
@@ -157,6 +159,7 @@ impl ObjectStore {
             leases: lease::Leases::new(op.clone()),
             op,
             opts: Arc::new(opts),
+            spool,
             kind,
         })
     }
@@ -338,7 +341,7 @@ impl BlobStore for ObjectStore {
     }
 
     fn spool_dir(&self) -> PathBuf {
-        self.opts.spool_dir.clone()
+        self.spool.dir().to_owned()
     }
 
     async fn check_writable(&self) -> Result<()> {

@@ -102,14 +102,3 @@ async fn read_part(file: &mut tokio::fs::File, size: usize) -> std::io::Result<b
     }
     Ok(buf.freeze())
 }
-
-/// Removes spool files left by a crash (`*.part` files directly in `dir`).
-pub fn clear_spool(dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_file() && path.extension().is_some_and(|e| e == "part") {
-            std::fs::remove_file(&path)?;
-        }
-    }
-    Ok(())
-}

@@ -14,8 +14,9 @@ async fn tier(max: u64) -> (tempfile::TempDir, TieredStore, Arc<FsStore>) {
 }
 
 async fn wait_local(store: &TieredStore, d: &Digest) {
-    for _ in 0..200 {
-        if store.inner.local.stat(d).await.unwrap().is_some() {
+    for _ in 0..500 {
+        // On disk and recorded (the record follows the file by a moment).
+        if store.inner.local.stat(d).await.unwrap().is_some() && store.is_local(d) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
