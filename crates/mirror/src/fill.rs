@@ -13,28 +13,23 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use ferry_metrics::{Metrics, ReasonLabels};
 use ferry_oci::{Digest, DigestVerifier, RepoName};
 use ferry_storage::fs::temp_path;
 use ferry_storage::{BlobStore, FillClaim, Progress};
 use ferry_upstream::{BlobDownload, Upstream};
-use futures_util::stream::BoxStream;
-use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::error::{MirrorError, Result};
 use crate::index::Index;
+use crate::spool_writer::{SpoolWriter, next_batch};
 
 /// Times a cut download is resumed before giving up.
 pub const MAX_RESUMES: usize = 3;
-/// Largest write to the spool file at once.
-const BATCH: usize = 1024 * 1024;
 
 /// What a reader needs once the download has started.
 #[derive(Clone)]
@@ -194,9 +189,6 @@ struct Job {
 /// The spool file being written and everything known about the download so far.
 struct Spool {
     path: PathBuf,
-    file: File,
-    written: u64,
-    hasher: Option<DigestVerifier>,
     size: Option<u64>,
     ingested: bool,
 }
@@ -281,12 +273,10 @@ impl Job {
         let reader = Arc::new(File::open(&path)?);
         let spool = slot.insert(Spool {
             path,
-            file,
-            written: 0,
-            hasher: Some(DigestVerifier::for_digest(&self.digest)),
             size: dl.size,
             ingested: false,
         });
+        let mut writer = SpoolWriter::new(file, DigestVerifier::for_digest(&self.digest));
         let _ = self.started.send(Some(Ok(Started {
             size: dl.size,
             file: reader,
@@ -295,21 +285,27 @@ impl Job {
         let mut skip = 0u64;
         let mut resumes = 0;
         loop {
-            let (batch, eof, err) = next_batch(&mut stream).await;
-            let batch = trim_skipped(batch, &mut skip);
+            let (mut batch, eof, err) = next_batch(&mut stream).await;
+            batch.skip(&mut skip);
             if !batch.is_empty() {
-                self.write(spool, batch).await?;
+                if spool
+                    .size
+                    .is_some_and(|s| writer.submitted() + batch.len() as u64 > s)
+                {
+                    return Err(self.failure("upstream sent more bytes than its Content-Length"));
+                }
+                if let Some(done) = writer.submit(batch).await? {
+                    let _ = self.fill.progress.send(Progress::Growing(done));
+                }
             }
             match (eof, err) {
                 (true, None) => break,
                 (_, Some(e)) if resumes < MAX_RESUMES => {
                     resumes += 1;
-                    tracing::info!(digest = %self.digest, at = spool.written, error = %e, "download cut, resuming");
-                    let dl = self
-                        .upstream
-                        .blob(&self.repo, &self.digest, spool.written)
-                        .await?;
-                    skip = spool.written - dl.offset.min(spool.written);
+                    let at = writer.submitted();
+                    tracing::info!(digest = %self.digest, at, error = %e, "download cut, resuming");
+                    let dl = self.upstream.blob(&self.repo, &self.digest, at).await?;
+                    skip = at - dl.offset.min(at);
                     stream = dl.stream;
                 }
                 (_, Some(e)) => {
@@ -320,7 +316,10 @@ impl Job {
                 (false, None) => {}
             }
         }
-        self.verify_and_store(spool).await
+        let written = writer.submitted();
+        let (file, hasher) = writer.finish().await?;
+        let _ = self.fill.progress.send(Progress::Growing(written));
+        self.verify_and_store(spool, file, hasher, written).await
     }
 
     /// The blob as stored by another replica, in the shape of an upstream download.
@@ -334,71 +333,28 @@ impl Job {
         })
     }
 
-    async fn write(&self, spool: &mut Spool, batch: BytesMut) -> Result<()> {
-        let new_len = spool.written + batch.len() as u64;
-        if spool.size.is_some_and(|s| new_len > s) {
-            return Err(self.failure("upstream sent more bytes than its Content-Length"));
+    async fn verify_and_store(
+        &self,
+        spool: &mut Spool,
+        file: File,
+        hasher: DigestVerifier,
+        written: u64,
+    ) -> Result<()> {
+        if let Some(size) = spool.size.filter(|&s| s != written) {
+            return Err(self.failure(&format!("upstream sent {written} of {size} bytes")));
         }
-        let mut file = spool.file.try_clone()?;
-        let mut hasher = spool.hasher.take().expect("hasher present");
-        let hasher = tokio::task::spawn_blocking(move || {
-            hasher.update(&batch);
-            file.write_all(&batch).map(|()| hasher)
-        })
-        .await
-        .map_err(|e| self.failure(&e.to_string()))??;
-        spool.hasher = Some(hasher);
-        spool.written = new_len;
-        let _ = self.fill.progress.send(Progress::Growing(new_len));
-        Ok(())
-    }
-
-    async fn verify_and_store(&self, spool: &mut Spool) -> Result<()> {
-        if let Some(size) = spool.size.filter(|&s| s != spool.written) {
-            return Err(self.failure(&format!("upstream sent {} of {size} bytes", spool.written)));
-        }
-        let got = spool.hasher.take().expect("hasher present").finish();
+        let got = hasher.finish();
         if got != self.digest {
             return Err(self.failure(&format!(
                 "digest mismatch: upstream content hashes to {got}"
             )));
         }
-        let file = spool.file.try_clone()?;
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
             .map_err(|e| self.failure(&e.to_string()))??;
         self.ctx.store.ingest(&self.digest, &spool.path).await?;
         spool.ingested = true;
-        self.ctx.index.insert(self.digest.clone(), spool.written);
+        self.ctx.index.insert(self.digest.clone(), written);
         Ok(())
     }
-}
-
-/// Reads what the stream has ready, up to [`BATCH`] bytes, waiting only for the first chunk.
-/// Returns the bytes, whether the stream ended, and an error that ended it.
-async fn next_batch(
-    stream: &mut BoxStream<'static, std::io::Result<bytes::Bytes>>,
-) -> (BytesMut, bool, Option<std::io::Error>) {
-    let mut buf = BytesMut::new();
-    match stream.next().await {
-        None => return (buf, true, None),
-        Some(Err(e)) => return (buf, false, Some(e)),
-        Some(Ok(c)) => buf.extend_from_slice(&c),
-    }
-    while buf.len() < BATCH {
-        match stream.next().now_or_never() {
-            Some(Some(Ok(c))) => buf.extend_from_slice(&c),
-            Some(Some(Err(e))) => return (buf, false, Some(e)),
-            Some(None) => return (buf, true, None),
-            None => break,
-        }
-    }
-    (buf, false, None)
-}
-
-/// Drops the first `skip` bytes (already written before a resume that restarted at 0).
-fn trim_skipped(mut batch: BytesMut, skip: &mut u64) -> BytesMut {
-    let n = (*skip).min(batch.len() as u64) as usize;
-    *skip -= n as u64;
-    batch.split_off(n)
 }

@@ -27,6 +27,7 @@ pub mod meta;
 pub mod policy;
 pub mod route;
 pub mod single_flight;
+pub mod spool_writer;
 
 use std::sync::Arc;
 use std::time::Duration;
