@@ -24,6 +24,7 @@ use crate::support::ferry::ferry_command;
 use crate::support::http::{client_builder, raw_get, raw_request};
 use crate::support::ports::{PortLease, reserve_port};
 use crate::support::process::{Daemon, read_lossy};
+use crate::support::registry::MANIFEST_ACCEPT;
 use crate::support::*;
 
 const REPO_ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -215,12 +216,11 @@ fn blob_path(repo: &str, digest: &str) -> String {
 
 /// The `Docker-Content-Digest` ferry answers for `repo:tag` through the docker.io prefix.
 fn tag_digest(ferry_host: &str, repo: &str, tag: &str) -> String {
-    let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
     let r = raw_request(
         ferry_host,
         "GET",
         &format!("/v2/docker.io/{repo}/manifests/{tag}"),
-        &[("Accept", accept)],
+        &[("Accept", MANIFEST_ACCEPT)],
         &[],
     )
     .expect("GET manifest");
