@@ -208,6 +208,20 @@ impl Download {
     fn finish(self) -> Downloaded {
         self.thread.join().expect("download thread")
     }
+
+    /// Waits for the end and asserts a whole 200 response with exactly the blob's bytes.
+    fn finish_whole(self, digest: &str) {
+        let got = self.finish();
+        assert_eq!(got.status, 200);
+        assert!(
+            got.complete(),
+            "{} of {:?} bytes: {:?}",
+            got.body.len(),
+            got.content_length,
+            got.error
+        );
+        assert_eq!(sha256_digest(&got.body), digest);
+    }
 }
 
 fn blob_path(repo: &str, digest: &str) -> String {
@@ -234,10 +248,14 @@ fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
 
-/// Writes `text` as ferry's config file without changing the file's size or modification time
-/// (a comment pads or trims it), in one atomic rename: the file watcher (which compares both)
-/// cannot notice, so only SIGHUP can make ferry read it.
-fn replace_config_unnoticed(path: &Path, text: &str) {
+/// Writes `config` as the config file of `ferry` (started from [`start_for_sighup`]) without
+/// changing the file's size or modification time (a comment pads it), in one atomic rename: the
+/// file watcher (which compares both) cannot notice, so only SIGHUP can make ferry read it.
+fn replace_config_unnoticed(ferry: &Ferry, config: &FerryBuilder) {
+    let path = ferry.config_path();
+    let text = config
+        .render(&ferry.host(), ferry.data_dir())
+        .replace(PADDING, "");
     let old = std::fs::metadata(path).expect("config metadata");
     let (len, mtime) = (old.len() as usize, old.modified().unwrap());
     let mut text = text.trim_end().to_owned();
@@ -266,6 +284,17 @@ fn replace_config_unnoticed(path: &Path, text: &str) {
 /// Padding appended to configs that [`replace_config_unnoticed`] will later replace.
 const PADDING: &str = "# padding for the unnoticed rewrite ................................................................................";
 
+/// A ferry for `upstream` (as docker.io, tag TTL 1 s) whose config file is padded for
+/// [`replace_config_unnoticed`], with the builder it was started from.
+fn start_for_sighup(upstream: &FaultyUpstream) -> (FerryBuilder, Ferry) {
+    let builder = Ferry::builder()
+        .upstream("docker.io", upstream)
+        .tag_ttl("1s")
+        .raw_yaml(PADDING);
+    let ferry = builder.clone().start();
+    (builder, ferry)
+}
+
 /// Two fake upstreams serving different images under the same name `library/app:1`.
 fn two_upstreams() -> (FaultyUpstream, String, FaultyUpstream, String) {
     let a = FaultyUpstream::start();
@@ -281,6 +310,41 @@ fn two_upstreams() -> (FaultyUpstream, String, FaultyUpstream, String) {
 /// Waits until the tag TTL (1 s in these tests) has passed, so the next request revalidates.
 fn past_tag_ttl() {
     std::thread::sleep(Duration::from_millis(1300));
+}
+
+/// A ferry (with `server.shutdown_timeout: grace`) over an upstream that sends one blob of
+/// `size` bytes at `rate` bytes per second, and a download of that blob through ferry that has
+/// received its first `started` bytes.
+struct SlowDownload {
+    up: FaultyUpstream,
+    blob: String,
+    throttle: RuleId,
+    ferry: Ferry,
+    path: String,
+    download: Download,
+}
+
+impl SlowDownload {
+    fn start(seed: u64, size: u64, rate: u64, grace: &str, started: u64) -> SlowDownload {
+        let up = FaultyUpstream::start();
+        let blob = up.add_pattern_blob(seed, size);
+        let throttle = up.add_rule(Rule::blob(&blob, Fault::Throttle(rate)));
+        let ferry = Ferry::builder()
+            .upstream("docker.io", &up)
+            .set("server.shutdown_timeout", grace)
+            .start();
+        let path = blob_path("library/big", &blob);
+        let download = Download::start(&ferry.host(), &path);
+        download.wait_for_bytes(started);
+        SlowDownload {
+            up,
+            blob,
+            throttle,
+            ferry,
+            path,
+            download,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,9 +486,7 @@ fn metrics_show_downloads_in_flight_and_coalesced_waiters() {
         2.0
     );
     for d in std::iter::once(first).chain(others) {
-        let got = d.finish();
-        assert!(got.complete(), "{:?} of {size}", got.body.len());
-        assert_eq!(sha256_digest(&got.body), blob);
+        d.finish_whole(&blob);
     }
     let after = Scrape::of(&ferry.host());
     assert_eq!(after.sum("ferry_inflight_fills", &[]), 0.0);
@@ -753,20 +815,10 @@ fn shipped_configurations_pass_check_config() {
 #[test]
 fn sighup_switches_to_a_changed_upstream() {
     let (a, da, b, db) = two_upstreams();
-    let builder = Ferry::builder()
-        .upstream("docker.io", &a)
-        .tag_ttl("1s")
-        .raw_yaml(PADDING);
-    let mut ferry = builder.clone().start();
+    let (builder, mut ferry) = start_for_sighup(&a);
     assert_eq!(tag_digest(&ferry.host(), "library/app", "1"), da);
 
-    let changed = builder.upstream("docker.io", &b);
-    replace_config_unnoticed(
-        ferry.config_path(),
-        &changed
-            .render(&ferry.host(), ferry.data_dir())
-            .replace(PADDING, ""),
-    );
+    replace_config_unnoticed(&ferry, &builder.upstream("docker.io", &b));
     ferry.sighup();
     wait_until(Duration::from_secs(10), "the reload", || {
         ferry.stderr().contains("configuration reloaded")
@@ -787,22 +839,13 @@ fn sighup_switches_to_a_changed_upstream() {
 #[test]
 fn sighup_with_a_broken_config_keeps_serving() {
     let (a, da, b, _) = two_upstreams();
-    let builder = Ferry::builder()
-        .upstream("docker.io", &a)
-        .tag_ttl("1s")
-        .raw_yaml(PADDING);
-    let mut ferry = builder.clone().start();
+    let (builder, mut ferry) = start_for_sighup(&a);
     assert_eq!(tag_digest(&ferry.host(), "library/app", "1"), da);
 
     let broken = builder
         .upstream("docker.io", &b)
         .set("cache.no_such_key", true);
-    replace_config_unnoticed(
-        ferry.config_path(),
-        &broken
-            .render(&ferry.host(), ferry.data_dir())
-            .replace(PADDING, ""),
-    );
+    replace_config_unnoticed(&ferry, &broken);
     ferry.sighup();
     wait_until(Duration::from_secs(10), "the refusal", || {
         ferry.stderr().contains("configuration NOT reloaded")
@@ -919,16 +962,16 @@ fn config_file_changes_reload_without_a_signal() {
 /// the upstream it started on, and the blob is cached (the new upstream is never asked for it).
 #[test]
 fn a_download_in_flight_survives_a_reload() {
-    let a = FaultyUpstream::start();
     let size = 4 * MIB;
-    let blob = a.add_pattern_blob(41, size);
-    a.add_rule(Rule::blob(&blob, Fault::Throttle(MIB)));
+    let SlowDownload {
+        up: a,
+        blob,
+        mut ferry,
+        path,
+        download,
+        ..
+    } = SlowDownload::start(41, size, MIB, "30s", 256 * 1024);
     let b = FaultyUpstream::start();
-    let mut ferry = Ferry::builder().upstream("docker.io", &a).start();
-    let path = blob_path("library/big", &blob);
-
-    let download = Download::start(&ferry.host(), &path);
-    download.wait_for_bytes(256 * 1024);
     ferry.update_config(|c| c.upstream("docker.io", &b).tag_ttl("5s"));
     ferry.sighup();
     wait_until(Duration::from_secs(10), "the reload", || {
@@ -938,15 +981,7 @@ fn a_download_in_flight_survives_a_reload() {
         download.received() < size,
         "the reload happened while the download was in flight"
     );
-    let got = download.finish();
-    assert_eq!(got.status, 200);
-    assert!(
-        got.complete(),
-        "{} of {size} bytes: {:?}",
-        got.body.len(),
-        got.error
-    );
-    assert_eq!(sha256_digest(&got.body), blob);
+    download.finish_whole(&blob);
     assert_eq!(a.blob_gets(&blob), 1, "the download was not restarted");
 
     let again = raw_get(&ferry.host(), &path).unwrap();
@@ -959,23 +994,30 @@ fn a_download_in_flight_survives_a_reload() {
 // Graceful shutdown
 // ---------------------------------------------------------------------------------------------
 
+/// Starts a stopped ferry again and checks that no partial download is left in its spool.
+fn start_again_with_an_empty_spool(ferry: &mut Ferry) {
+    ferry.start_again();
+    let spool = spool_files(ferry);
+    assert!(
+        spool.is_empty(),
+        "left in _spool/ after a restart: {spool:?}"
+    );
+}
+
 /// SIGTERM during a large, slow download: ferry stops accepting at once, the response in flight
 /// completes (verified) within the grace period, ferry exits 0, and the cache holds the
 /// complete verified blob or nothing; the next start finds `_spool/` empty.
 #[test]
 fn sigterm_lets_the_download_in_flight_finish() {
-    let up = FaultyUpstream::start();
     let size = 8 * MIB;
-    let blob = up.add_pattern_blob(51, size);
-    up.add_rule(Rule::blob(&blob, Fault::Throttle(2 * MIB)));
-    let mut ferry = Ferry::builder()
-        .upstream("docker.io", &up)
-        .set("server.shutdown_timeout", "30s")
-        .start();
-    let path = blob_path("library/big", &blob);
-
-    let download = Download::start(&ferry.host(), &path);
-    download.wait_for_bytes(512 * 1024);
+    let SlowDownload {
+        up,
+        blob,
+        mut ferry,
+        path,
+        download,
+        ..
+    } = SlowDownload::start(51, size, 2 * MIB, "30s", 512 * 1024);
     let signalled = Instant::now();
     ferry.sigterm();
     wait_until(Duration::from_secs(3), "ferry to stop accepting", || {
@@ -986,15 +1028,7 @@ fn sigterm_lets_the_download_in_flight_finish() {
         "SIGTERM arrived while the response was in flight"
     );
 
-    let got = download.finish();
-    assert_eq!(got.status, 200);
-    assert!(
-        got.complete(),
-        "{} of {size} bytes: {:?}",
-        got.body.len(),
-        got.error
-    );
-    assert_eq!(sha256_digest(&got.body), blob);
+    download.finish_whole(&blob);
     let status = ferry
         .wait_exit(Duration::from_secs(35))
         .expect("ferry exits within the grace period");
@@ -1015,12 +1049,7 @@ fn sigterm_lets_the_download_in_flight_finish() {
             "no entry for the blob"
         }
     );
-    ferry.start_again();
-    let spool = spool_files(&ferry);
-    assert!(
-        spool.is_empty(),
-        "left in _spool/ after a restart: {spool:?}"
-    );
+    start_again_with_an_empty_spool(&mut ferry);
     let again = raw_get(&ferry.host(), &path).unwrap();
     assert_eq!(sha256_digest(&again.body), blob);
     assert_eq!(
@@ -1036,18 +1065,14 @@ fn sigterm_lets_the_download_in_flight_finish() {
 /// is downloaded again, whole, on request.
 #[test]
 fn sigterm_past_the_grace_period_leaves_no_partial_entry() {
-    let up = FaultyUpstream::start();
-    let size = 16 * MIB;
-    let blob = up.add_pattern_blob(61, size);
-    let throttle = up.add_rule(Rule::blob(&blob, Fault::Throttle(MIB)));
-    let mut ferry = Ferry::builder()
-        .upstream("docker.io", &up)
-        .set("server.shutdown_timeout", "2s")
-        .start();
-    let path = blob_path("library/big", &blob);
-
-    let download = Download::start(&ferry.host(), &path);
-    download.wait_for_bytes(256 * 1024);
+    let SlowDownload {
+        up,
+        blob,
+        throttle,
+        mut ferry,
+        path,
+        download,
+    } = SlowDownload::start(61, 16 * MIB, MIB, "2s", 256 * 1024);
     let signalled = Instant::now();
     ferry.sigterm();
     let status = ferry
@@ -1066,12 +1091,7 @@ fn sigterm_past_the_grace_period_leaves_no_partial_entry() {
         !is_cached(&ferry, &blob),
         "a cut download is not a cache entry"
     );
-    ferry.start_again();
-    let spool = spool_files(&ferry);
-    assert!(
-        spool.is_empty(),
-        "left in _spool/ after a restart: {spool:?}"
-    );
+    start_again_with_an_empty_spool(&mut ferry);
     up.remove_rule(throttle);
     let again = raw_get(&ferry.host(), &path).unwrap();
     assert_eq!(again.status, 200);
@@ -1097,6 +1117,15 @@ fn openssl(args: &[&str], dir: &Path) {
     );
 }
 
+/// `openssl req` arguments for a new unencrypted P-256 key.
+const NEW_EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
 /// A test CA in `dir/<name>/` (`ca.crt`, `ca.key`, and `certs/ca.crt` for skopeo's
 /// `--cert-dir`) that signs server certificates for 127.0.0.1.
 struct TestCa {
@@ -1107,18 +1136,11 @@ impl TestCa {
     fn new(parent: &Path, name: &str) -> TestCa {
         let dir = parent.join(name);
         std::fs::create_dir_all(dir.join("certs")).unwrap();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
         let subject = format!("/CN=ferry test {name}");
         let mut args = vec![
             "req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.crt",
         ];
-        args.extend(ec);
+        args.extend(NEW_EC_KEY);
         args.extend(["-subj", subject.as_str()]);
         openssl(&args, &dir);
         std::fs::copy(dir.join("ca.crt"), dir.join("certs/ca.crt")).unwrap();
@@ -1137,15 +1159,8 @@ impl TestCa {
     /// with atomic renames (key first), as cert-manager or certbot would.
     fn issue(&self, cert: &Path, key: &Path) {
         let d = &self.dir;
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
         let mut args = vec!["req", "-keyout", "server.key", "-out", "server.csr"];
-        args.extend(ec);
+        args.extend(NEW_EC_KEY);
         args.extend(["-subj", "/CN=127.0.0.1"]);
         openssl(&args, d);
         std::fs::write(
