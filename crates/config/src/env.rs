@@ -30,14 +30,28 @@ pub fn apply(
     overrides.sort();
     let mut tree = serde_json::to_value(&config).expect("config serializes");
     for (name, raw) in &overrides {
-        let path: Vec<&str> = name[PREFIX.len()..].split("__").collect();
-        let value = parse_value(raw);
-        set_path(&mut tree, &path, value).map_err(|m| env_error(name, m))?;
+        tree = apply_one(tree, name, raw)?;
     }
-    serde_json::from_value(tree).map_err(|e| {
-        let names: Vec<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
-        env_error(&names.join(", "), e.to_string())
-    })
+    Ok(serde_json::from_value(tree).expect("every override was checked"))
+}
+
+/// Lays one variable over the tree: its YAML reading first (`true`, `42`, `[a, b]`), and its raw
+/// text when that does not fit the key (a password `123456` or `yes` is a string).
+fn apply_one(tree: Value, name: &str, raw: &str) -> Result<Value, ConfigErrors> {
+    let path: Vec<&str> = name[PREFIX.len()..].split("__").collect();
+    let mut first_error = None;
+    for value in [parse_value(raw), Value::String(raw.to_owned())] {
+        let mut candidate = tree.clone();
+        set_path(&mut candidate, &path, value).map_err(|m| env_error(name, m))?;
+        match serde_json::from_value::<Config>(candidate.clone()) {
+            Ok(_) => return Ok(candidate),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let e = first_error.expect("at least one attempt");
+    Err(env_error(name, e.to_string()))
 }
 
 fn env_error(var: &str, message: String) -> ConfigErrors {

@@ -195,3 +195,30 @@ fn type_errors_name_their_key_and_line() {
     assert_eq!(err.errors[0].key, "cache.tag_tll", "{err}");
     assert!(err.to_string().contains("unknown field `tag_tll`"), "{err}");
 }
+
+#[test]
+fn env_secrets_that_look_like_numbers_or_booleans_stay_strings() {
+    let vars = env(&[
+        ("FERRY_UPSTREAMS__DOCKER_IO__USERNAME", "ci"),
+        ("FERRY_UPSTREAMS__DOCKER_IO__PASSWORD", "123456"),
+        ("FERRY_UPSTREAMS__GHCR_IO__USERNAME", "bot"),
+        ("FERRY_UPSTREAMS__GHCR_IO__PASSWORD", "yes"),
+        ("FERRY_UPSTREAMS__QUAY_IO__USERNAME", "a"),
+        ("FERRY_UPSTREAMS__QUAY_IO__PASSWORD", "p: w"),
+        ("FERRY_CACHE__SERVE_STALE", "false"),
+    ]);
+    let c = Config::from_yaml("", vars).unwrap();
+    assert_eq!(
+        c.upstreams["docker.io"].password.as_ref().unwrap().expose(),
+        "123456"
+    );
+    assert_eq!(
+        c.upstreams["ghcr.io"].password.as_ref().unwrap().expose(),
+        "yes"
+    );
+    assert_eq!(
+        c.upstreams["quay.io"].password.as_ref().unwrap().expose(),
+        "p: w"
+    );
+    assert!(!c.cache.serve_stale, "booleans are still read as YAML");
+}
