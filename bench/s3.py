@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench as B  # noqa: E402
 
 PROFILES = {
-    "full": dict(blob_mib=512, cold_mib=200, secs=5.0, conns=[1, 8, 32], reps=3),
+    "full": dict(blob_mib=256, cold_mib=100, secs=5.0, conns=[1, 8, 32], reps=3),
     "quick": dict(blob_mib=64, cold_mib=32, secs=1.5, conns=[1, 8], reps=1),
 }
 TARGETS = ["disk", "s3-stream", "s3-redirect", "s3-tier"]
