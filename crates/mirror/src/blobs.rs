@@ -95,12 +95,18 @@ impl Mirror {
             };
         let started = fill.started().await.map_err(|e| with_digest(e, d))?;
         let Some(size) = started.size else {
-            // No Content-Length upstream: wait for the verified blob, then serve it stored.
+            // No Content-Length upstream: wait until the blob is complete and verified, then
+            // serve the spool file (it may still be on its way into the store).
             fill.finished().await.map_err(|e| with_digest(e, d))?;
-            let stored = self.stored_blob(d, range_header, false).await?;
-            return stored.ok_or_else(|| MirrorError::Fill {
-                digest: d.to_string(),
-                message: "blob vanished".into(),
+            let size = started.file.metadata()?.len();
+            let range = parse_range(range_header, size)?;
+            let (offset, len) = extent(range, size);
+            let stream = ChunkReader::new(started.file, offset, len).into_stream();
+            return Ok(BlobAnswer {
+                size,
+                range,
+                body: BlobBody::Stream(stream),
+                outcome: Outcome::Miss,
             });
         };
         let range = parse_range(range_header, size)?;

@@ -352,6 +352,10 @@ impl Job {
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
             .map_err(|e| self.failure(&e.to_string()))??;
+        // Verified: readers may have the last byte now, while the blob is stored (an upload to an
+        // object store can take a while). If storing fails, they still got correct bytes; the
+        // blob just is not cached and the next request downloads it again.
+        let _ = self.fill.progress.send(Progress::Done);
         self.ctx.store.ingest(&self.digest, &spool.path).await?;
         spool.ingested = true;
         self.ctx.index.insert(self.digest.clone(), written);
