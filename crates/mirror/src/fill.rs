@@ -28,6 +28,10 @@ use crate::error::{MirrorError, Result};
 use crate::index::Index;
 use crate::spool_writer::{SpoolWriter, next_batch};
 
+/// How long readers of a verified download wait for it to be stored before they get its last
+/// byte anyway.
+const RELEASE_AFTER: Duration = Duration::from_millis(50);
+
 /// Times a cut download is resumed before giving up.
 pub const MAX_RESUMES: usize = 3;
 
@@ -352,11 +356,19 @@ impl Job {
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
             .map_err(|e| self.failure(&e.to_string()))??;
-        // Verified: readers may have the last byte now, while the blob is stored (an upload to an
-        // object store can take a while). If storing fails, they still got correct bytes; the
-        // blob just is not cached and the next request downloads it again.
-        let _ = self.fill.progress.send(Progress::Done);
-        self.ctx.store.ingest(&self.digest, &spool.path).await?;
+        // Verified. A quick store (a rename on local disk) completes before readers get the last
+        // byte, so a finished pull leaves the blob cached; a slow one (an object-store upload)
+        // releases them after RELEASE_AFTER and completes behind them. If storing then fails,
+        // they still got correct bytes; the blob is just not cached.
+        let ingest = self.ctx.store.ingest(&self.digest, &spool.path);
+        tokio::pin!(ingest);
+        tokio::select! {
+            stored = &mut ingest => stored?,
+            _ = tokio::time::sleep(RELEASE_AFTER) => {
+                let _ = self.fill.progress.send(Progress::Done);
+                ingest.await?;
+            }
+        }
         spool.ingested = true;
         self.ctx.index.insert(self.digest.clone(), written);
         Ok(())
