@@ -130,20 +130,8 @@ fn print_inventory(inv: &Inventory) {
     );
 }
 
-/// `1.5GiB`, `312KiB`, `17B`.
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.1}{}", UNITS[unit])
-    }
+fn human_size(n: u64) -> String {
+    ferry_config::ByteSize(n).human()
 }
 
 fn ago(t: SystemTime) -> String {

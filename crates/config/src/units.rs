@@ -46,6 +46,24 @@ impl ByteSize {
     }
 }
 
+impl ByteSize {
+    /// For people: `1.5 GiB`, `312.0 KiB`, `17 B` (binary units, one decimal).
+    pub fn human(self) -> String {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut v = self.0 as f64;
+        let mut unit = 0;
+        while v >= 1024.0 && unit < UNITS.len() - 1 {
+            v /= 1024.0;
+            unit += 1;
+        }
+        if unit == 0 {
+            format!("{} B", self.0)
+        } else {
+            format!("{v:.1} {}", UNITS[unit])
+        }
+    }
+}
+
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u64); 4] = [
@@ -154,6 +172,9 @@ mod tests {
         assert!(ByteSize::parse("10 parsecs").is_err());
         assert_eq!(ByteSize(100 << 30).to_string(), "100GiB");
         assert_eq!(ByteSize(1000).to_string(), "1000");
+        assert_eq!(ByteSize(17).human(), "17 B");
+        assert_eq!(ByteSize(1536).human(), "1.5 KiB");
+        assert_eq!(ByteSize(50 << 20).human(), "50.0 MiB");
     }
 
     #[test]
