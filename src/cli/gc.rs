@@ -54,7 +54,7 @@ pub async fn run(args: Args) -> ExitCode {
 }
 
 async fn gc(config: &Config, args: &Args) -> Result<(), String> {
-    let store = super::serve::open_store(config).await?;
+    let store = super::serve::open_store(config, None).await?;
     let inv = inspect::scan(store.as_ref())
         .await
         .map_err(|e| e.to_string())?;

@@ -11,6 +11,7 @@ use ferry_mirror::Mirror;
 use ferry_server::App;
 use ferry_server::listen::{self, ListenOptions};
 use ferry_storage::BlobStore;
+use ferry_storage::FileMaps;
 use ferry_storage::fs::FsStore;
 use ferry_storage::object::{ObjectOptions, ObjectStore, S3Options};
 use ferry_storage::tiered::TieredStore;
@@ -53,13 +54,21 @@ fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
 }
 
 /// Opens the configured store: local disk, or an S3-compatible bucket (checked for access and
-/// conditional-write support at start), optionally behind a local-disk tier.
-pub(crate) async fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, String> {
+/// conditional-write support at start), optionally behind a local-disk tier. With `maps`, blobs
+/// on local disk are served from memory maps registered there (for `sendfile`).
+pub(crate) async fn open_store(
+    config: &Config,
+    maps: Option<FileMaps>,
+) -> Result<Arc<dyn BlobStore>, String> {
+    let with_maps = |store: FsStore| match &maps {
+        Some(m) => store.with_file_maps(m.clone()),
+        None => store,
+    };
     let Some(s3) = &config.storage.s3 else {
         let root = config.storage.fs_root().unwrap_or_default();
         let store = FsStore::open(&root)
             .map_err(|e| format!("cannot open the cache at {}: {e}", root.display()))?;
-        return Ok(Arc::new(store));
+        return Ok(Arc::new(with_maps(store)));
     };
     let spool = config.storage.object_spool_dir();
     let mut opts = ObjectOptions::new(&spool);
@@ -95,7 +104,7 @@ pub(crate) async fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, St
             local.root.display()
         )
     })?;
-    let tiered = TieredStore::new(disk, Arc::new(store), local.max_size.0)
+    let tiered = TieredStore::new(with_maps(disk), Arc::new(store), local.max_size.0)
         .await
         .map_err(|e| {
             format!(
@@ -107,7 +116,10 @@ pub(crate) async fn open_store(config: &Config) -> Result<Arc<dyn BlobStore>, St
 }
 
 async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
-    let store = open_store(&config).await?;
+    // Plain-TCP connections send cached blobs with sendfile; TLS needs the bytes in user space
+    // anyway, so it keeps chunked reads.
+    let file_maps = config.tls.is_none().then(FileMaps::new);
+    let store = open_store(&config, file_maps.clone()).await?;
     let metrics = Arc::new(Metrics::new());
     let mirror = Mirror::start(&config, store, metrics.clone())
         .await
@@ -156,8 +168,8 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
 
     let opts = ListenOptions {
         max_header_bytes: config.server.max_header_bytes.0 as usize,
-
         grace: config.server.shutdown_timeout.0,
+        file_maps,
     };
     listen::serve(listener, ferry_server::router(app), opts, acceptor, stop).await;
     mirror.shutdown().await;

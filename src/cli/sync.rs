@@ -122,7 +122,7 @@ fn read_list(path: &Path) -> Result<String, String> {
 
 /// The same store and engine `ferry serve` builds from this config.
 async fn start_mirror(config: &Config) -> Result<Mirror, String> {
-    let store = super::serve::open_store(config).await?;
+    let store = super::serve::open_store(config, None).await?;
     Mirror::start(config, store, Arc::new(Metrics::new()))
         .await
         .map_err(|e| format!("cannot start the cache engine: {e}"))

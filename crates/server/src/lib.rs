@@ -10,6 +10,7 @@ pub mod error;
 pub mod listen;
 pub mod observe;
 pub mod registry;
+pub mod sendfile;
 pub mod tls;
 pub mod token;
 

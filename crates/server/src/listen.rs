@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use ferry_storage::FileMaps;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -15,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use crate::sendfile::SendfileStream;
 
 /// Smallest hyper buffer limit: one blob chunk (`ferry_storage::chunks::CHUNK`).
 const MIN_BUF: usize = 256 * 1024;
@@ -29,6 +32,9 @@ pub struct ListenOptions {
     pub max_header_bytes: usize,
     /// Time in-flight responses get after shutdown starts.
     pub grace: Duration,
+    /// Where the store registers memory-mapped blobs; plain-TCP connections then send those
+    /// with `sendfile` ([`crate::sendfile`]).
+    pub file_maps: Option<FileMaps>,
 }
 
 impl Default for ListenOptions {
@@ -36,6 +42,7 @@ impl Default for ListenOptions {
         ListenOptions {
             max_header_bytes: 64 * 1024,
             grace: Duration::from_secs(30),
+            file_maps: None,
         }
     }
 }
@@ -90,6 +97,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (app, builder, acceptor) = (app.clone(), builder.clone(), acceptor.clone());
+        let maps = opts.file_maps.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let io: Box<dyn Io> = match acceptor {
@@ -97,7 +105,10 @@ pub async fn serve(
                     Some(io) => io,
                     None => return,
                 },
-                None => Box::new(stream),
+                None => match maps {
+                    Some(maps) => Box::new(SendfileStream::new(stream, maps)),
+                    None => Box::new(stream),
+                },
             };
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));

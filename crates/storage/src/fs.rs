@@ -16,6 +16,7 @@ use bytes::Bytes;
 use ferry_oci::Digest;
 
 use crate::chunks::ChunkReader;
+use crate::mapped::FileMaps;
 use crate::paths;
 use crate::spool::Spool;
 use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, Result, StorageError, check_key};
@@ -25,6 +26,7 @@ use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, Result, StorageError, chec
 pub struct FsStore {
     root: PathBuf,
     spool: Arc<Spool>,
+    maps: Option<FileMaps>,
 }
 
 impl FsStore {
@@ -36,7 +38,19 @@ impl FsStore {
             std::fs::create_dir_all(&dir)?;
         }
         let spool = Arc::new(Spool::claim(&paths::spool_dir(&root))?);
-        Ok(FsStore { root, spool })
+        Ok(FsStore {
+            root,
+            spool,
+            maps: None,
+        })
+    }
+
+    /// Serves blobs from memory maps registered in `maps` (see [`crate::mapped`]), so that
+    /// plain-TCP connections sharing `maps` can send them with `sendfile`. Without this, blobs
+    /// are read in chunks.
+    pub fn with_file_maps(mut self, maps: FileMaps) -> Self {
+        self.maps = Some(maps);
+        self
     }
 
     /// The root directory.
@@ -128,7 +142,11 @@ impl BlobStore for FsStore {
         let len = len
             .unwrap_or(size.saturating_sub(offset))
             .min(size.saturating_sub(offset));
-        let stream = ChunkReader::new(Arc::new(file), offset, len).into_stream();
+        let file = Arc::new(file);
+        let stream = match &self.maps {
+            Some(maps) => maps.stream(file, offset, len),
+            None => ChunkReader::new(file, offset, len).into_stream(),
+        };
         Ok(Some(BlobBody { size, stream }))
     }
 
@@ -282,6 +300,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).unwrap();
         crate::testsuite::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn fs_store_serving_from_maps_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let maps = FileMaps::new();
+        let store = FsStore::open(dir.path())
+            .unwrap()
+            .with_file_maps(maps.clone());
+        crate::testsuite::run_all(&store).await;
+        assert_eq!(
+            maps.live(),
+            0,
+            "every window is unmapped once its bytes are dropped"
+        );
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@
 pub mod chunks;
 pub mod claim;
 pub mod fs;
+pub mod mapped;
 #[cfg(feature = "s3")]
 pub mod object;
 pub mod paths;
@@ -38,6 +39,7 @@ use futures_util::stream::BoxStream;
 
 pub use chunks::{ChunkReader, Progress};
 pub use claim::{FillClaim, FillLease};
+pub use mapped::FileMaps;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
