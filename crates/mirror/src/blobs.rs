@@ -118,6 +118,7 @@ impl Mirror {
             fill.progress(),
             offset + len == size,
         )
+        .with_maps(self.inner.store.file_maps())
         .into_stream();
         tracing::debug!(digest = %d, joined, "serving blob from a download in progress");
         Ok(BlobAnswer {

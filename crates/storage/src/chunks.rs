@@ -21,6 +21,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::watch;
 
 use crate::ByteStream;
+use crate::mapped::{FileMaps, WINDOW};
 
 /// Bytes read per chunk.
 pub const CHUNK: usize = 256 * 1024;
@@ -45,6 +46,7 @@ pub struct ChunkReader {
     hold_last: bool,
     buf: BytesMut,
     chunk: usize,
+    maps: Option<FileMaps>,
 }
 
 impl ChunkReader {
@@ -58,6 +60,7 @@ impl ChunkReader {
             hold_last: false,
             buf: BytesMut::new(),
             chunk: CHUNK,
+            maps: None,
         }
     }
 
@@ -84,6 +87,17 @@ impl ChunkReader {
         self
     }
 
+    /// Serves the bytes as memory-mapped windows registered in `maps` (for `sendfile`, see
+    /// [`crate::mapped`]) instead of reading them into a buffer. Only for files whose written
+    /// bytes never change (blob files, spool files: these only grow).
+    pub fn with_maps(mut self, maps: Option<FileMaps>) -> Self {
+        if maps.is_some() {
+            self.chunk = WINDOW;
+        }
+        self.maps = maps;
+        self
+    }
+
     /// The bytes as a stream.
     pub fn into_stream(self) -> ByteStream {
         stream::unfold(self, |mut r| async move {
@@ -105,6 +119,11 @@ impl ChunkReader {
         }
         let available = self.wait_available().await?;
         let want = (available.min(self.end) - self.pos).min(self.chunk as u64) as usize;
+        if let Some(maps) = &self.maps {
+            let window = maps.map(&self.file, self.pos, want)?;
+            self.pos += want as u64;
+            return Ok(Some(window));
+        }
         self.buf.reserve(want);
         let mut buf = std::mem::take(&mut self.buf);
         let (file, pos) = (self.file.clone(), self.pos);
@@ -203,8 +222,18 @@ mod tests {
         );
     }
 
+    fn both() -> [Option<FileMaps>; 2] {
+        [None, Some(FileMaps::new())]
+    }
+
     #[tokio::test]
     async fn follows_a_growing_file() {
+        for maps in both() {
+            follows_a_growing_file_with(maps).await;
+        }
+    }
+
+    async fn follows_a_growing_file_with(maps: Option<FileMaps>) {
         let path = tempfile::NamedTempFile::new().unwrap();
         let mut w = std::fs::OpenOptions::new()
             .append(true)
@@ -213,7 +242,9 @@ mod tests {
         let r = Arc::new(File::open(path.path()).unwrap());
         let (tx, rx) = watch::channel(Progress::Growing(0));
         let reader = tokio::spawn(collect(
-            ChunkReader::growing(r, 0, 30, rx, true).into_stream(),
+            ChunkReader::growing(r, 0, 30, rx, true)
+                .with_maps(maps.clone())
+                .into_stream(),
         ));
         for i in 0..3u8 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -223,6 +254,9 @@ mod tests {
         tx.send(Progress::Done).unwrap();
         let got = reader.await.unwrap().unwrap();
         assert_eq!(got, [[0u8; 10], [1; 10], [2; 10]].concat());
+        if let Some(m) = maps {
+            assert_eq!(m.live(), 0, "windows are unmapped once sent");
+        }
     }
 
     #[tokio::test]
@@ -249,11 +283,19 @@ mod tests {
 
     #[tokio::test]
     async fn the_last_byte_waits_for_verification() {
+        for maps in both() {
+            the_last_byte_waits_for_verification_with(maps).await;
+        }
+    }
+
+    async fn the_last_byte_waits_for_verification_with(maps: Option<FileMaps>) {
         let path = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(path.path(), [7u8; 10]).unwrap();
         let r = Arc::new(File::open(path.path()).unwrap());
         let (tx, rx) = watch::channel(Progress::Growing(10));
-        let mut s = ChunkReader::growing(r, 0, 10, rx, true).into_stream();
+        let mut s = ChunkReader::growing(r, 0, 10, rx, true)
+            .with_maps(maps)
+            .into_stream();
         assert_eq!(
             s.next().await.unwrap().unwrap().len(),
             9,

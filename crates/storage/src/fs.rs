@@ -116,6 +116,10 @@ impl BlobStore for FsStore {
         "fs"
     }
 
+    fn file_maps(&self) -> Option<FileMaps> {
+        self.maps.clone()
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
         let path = paths::blob_path(&self.root, digest);
         let meta = not_found_as_none(tokio::fs::metadata(&path).await)?;

@@ -95,6 +95,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Short backend name for logs and metrics (`fs`, `s3`).
     fn kind(&self) -> &'static str;
 
+    /// Where this store registers memory-mapped files for `sendfile`, if it serves blobs that
+    /// way (see [`mapped`]). Downloads in progress use the same registry for their spool files.
+    fn file_maps(&self) -> Option<FileMaps> {
+        None
+    }
+
     /// Size of a stored blob, or `None`.
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>>;
 

@@ -98,8 +98,9 @@ impl FileMaps {
             .boxed()
     }
 
-    /// Maps `len` (> 0) bytes of `file` at `offset` and registers the window.
-    fn map(&self, file: &Arc<File>, offset: u64, len: usize) -> io::Result<Bytes> {
+    /// Maps `len` (> 0, at most [`WINDOW`]) bytes of `file` at `offset` and registers the
+    /// window. The bytes must already be written and never change afterwards.
+    pub fn map(&self, file: &Arc<File>, offset: u64, len: usize) -> io::Result<Bytes> {
         // SAFETY: the map is read-only and blob files are never truncated or written after they
         // are renamed into place (module docs); eviction only unlinks them.
         #[allow(unsafe_code)]

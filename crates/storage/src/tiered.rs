@@ -28,7 +28,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use crate::fs::{FsStore, temp_path};
-use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, FillClaim, Result, StorageError};
+use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, FileMaps, FillClaim, Result, StorageError};
 
 /// Background copies from the shared store to local disk at once.
 const COPIES: usize = 2;
@@ -162,6 +162,10 @@ async fn write_verified(body: BlobBody, d: &Digest, path: &Path) -> Result<u64> 
 impl BlobStore for TieredStore {
     fn kind(&self) -> &'static str {
         "tiered"
+    }
+
+    fn file_maps(&self) -> Option<FileMaps> {
+        self.inner.local.file_maps()
     }
 
     async fn stat(&self, d: &Digest) -> Result<Option<BlobInfo>> {
