@@ -4,7 +4,8 @@
 # 1. makes certificates (the webhook's with deploy/kubernetes/webhook/gen-certs.sh);
 # 2. starts etcd and kube-apiserver ($KUBE_APISERVER, e.g. v1.20.2 built from Debian's source
 #    package as in docs/webhook.md);
-# 3. validates the shipped manifests with a server-side dry run;
+# 3. validates the shipped manifests (the webhook's, and the mirror's disk and S3 variants from
+#    deploy/kubernetes/mirror) with a server-side dry run;
 # 4. starts the webhook and applies the shipped MutatingWebhookConfiguration, switched to
 #    clientConfig.url (there is no kubelet or kube-proxy, so no Service); runs
 #    `gen-certs.sh --apply` (Secret + caBundle patch + a re-issued certificate, which the running
@@ -118,6 +119,41 @@ for f in $(sed -n 's/^  - //p' "$DEPLOY/kustomization.yaml"); do
   fi
   if k apply --dry-run=server -f "$DEPLOY/$f"; then pass "$f accepted"; else fail "$f rejected"; fi
 done
+
+log "mirror manifests (deploy/kubernetes/mirror, disk and S3 variants, server-side dry run)"
+# Each rendered object is dry-run on its own, so one kind this old apiserver lacks (policy/v1
+# before 1.21, autoscaling/v2 before 1.23) is reported as skipped instead of hiding the rest.
+dry_run_rendered() {
+  local name=$1 rendered=$2 dir
+  dir=$(mktemp -d "$WORK/render.XXXX")
+  awk -v d="$dir" '/^---$/ {n++; next} {print > (d "/" sprintf("%03d", n) ".yaml")}' "$rendered"
+  for doc in "$dir"/*.yaml; do
+    local api kind
+    api=$(sed -n 's/^apiVersion: //p' "$doc" | head -1)
+    kind=$(sed -n 's/^kind: //p' "$doc" | head -1)
+    if ! k api-versions | grep -qx "$api"; then
+      echo "skipped $kind ($api): not served by this apiserver"
+      continue
+    fi
+    if [ "$kind" = Namespace ]; then k apply -f "$doc" >/dev/null; continue; fi
+    # The preStop `sleep` action is Kubernetes 1.30+ (documented in the manifest and in
+    # docs/operations.md); older apiservers reject the field, so check the rest without it.
+    if [ "$kind" = Deployment ] && [ "$SERVER_MINOR" -lt 30 ] && grep -q 'preStop:' "$doc"; then
+      echo "note: this apiserver is 1.$SERVER_MINOR; checking the $name Deployment without its preStop sleep (1.30+)"
+      k patch --local -f "$doc" --type=json -o yaml \
+        -p '[{"op":"remove","path":"/spec/template/spec/containers/0/lifecycle"}]' > "$doc.old-k8s"
+      mv "$doc.old-k8s" "$doc"
+    fi
+    if k apply --dry-run=server -f "$doc" >/dev/null; then pass "$name: $kind accepted"; else fail "$name: $kind rejected"; fi
+  done
+}
+MIRROR=$ROOT/deploy/kubernetes/mirror
+SERVER_MINOR=$(k version -o json | sed -n '/serverVersion/,$ s/.*"minor": *"\([0-9]*\).*/\1/p' | head -1)
+k kustomize "$MIRROR" > "$WORK/mirror.yaml"
+dry_run_rendered "mirror (disk)" "$WORK/mirror.yaml"
+k kustomize "$MIRROR/s3" > "$WORK/mirror-s3.yaml"
+dry_run_rendered "mirror (S3)" "$WORK/mirror-s3.yaml"
+dry_run_rendered "mirror (S3) autoscaler" "$MIRROR/s3/hpa.yaml"
 
 log "ferry webhook"
 CMD=$(webhook_cmd)
