@@ -161,15 +161,23 @@ def throughput(url, conns, secs):
     return sum(total) / (time.time() - t0) / B.MIB
 
 
-def presign(ferry_url, path):
+def presign(ferry_url, path, wait=60):
+    """The presigned URL ferry redirects a cached blob GET to. Right after a cold pull the blob
+    may still be on its way into the bucket (clients get its last byte once it is verified, not
+    once it is uploaded), and until then ferry answers 200 from the download: wait for the 307."""
     u = urllib.parse.urlsplit(ferry_url)
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-    c.request("GET", path)
-    r = c.getresponse()
-    r.read()
-    if r.status != 307:
-        raise SystemExit("expected a redirect from %s%s, got %d" % (ferry_url, path, r.status))
-    return r.getheader("Location")
+    deadline = time.time() + wait
+    while True:
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        c.close()
+        if r.status == 307:
+            return r.getheader("Location")
+        if r.status != 200 or time.time() > deadline:
+            raise SystemExit("expected a redirect from %s%s, got %d" % (ferry_url, path, r.status))
+        time.sleep(0.2)
 
 
 def cold_pull(W, skopeo, host, repo):
