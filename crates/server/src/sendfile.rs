@@ -47,8 +47,13 @@ impl SendfileStream {
             ready!(self.tcp.poll_write_ready(cx))?;
             let mut offset = slice.offset;
             let sent = self.tcp.try_io(Interest::WRITABLE, || {
-                rustix::fs::sendfile(&self.tcp, &*slice.file, Some(&mut offset), slice.len)
-                    .map_err(io::Error::from)
+                // Corked for the call, so the kernel builds full segments out of the file's
+                // pages; uncorking pushes the tail at once (nothing is ever held back).
+                let _ = rustix::net::sockopt::set_tcp_cork(&self.tcp, true);
+                let sent =
+                    rustix::fs::sendfile(&self.tcp, &*slice.file, Some(&mut offset), slice.len);
+                let _ = rustix::net::sockopt::set_tcp_cork(&self.tcp, false);
+                sent.map_err(io::Error::from)
             });
             match sent {
                 // 0 means the file ended early (it was truncated behind our back): hyper turns
