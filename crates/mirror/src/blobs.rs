@@ -49,6 +49,17 @@ fn extent(range: Option<ByteRange>, size: u64) -> (u64, u64) {
 }
 
 impl Mirror {
+    /// Waits until no download of `d` is in flight any more and says whether the blob is in
+    /// the cache. A client draining a cold blob may get its last byte before the blob is stored
+    /// (a large file's fsync, an object-store upload): callers that must know the blob is
+    /// cached (`ferry sync`) wait here after draining.
+    pub async fn settle_blob(&self, d: &Digest) -> bool {
+        if let Some(fill) = self.inner.fills.get(d) {
+            fill.settled().await;
+        }
+        self.inner.index.contains(d)
+    }
+
     /// A blob, or the `Range` of it named by `range_header`. `redirect` allows answering with
     /// a presigned URL when the store can sign one.
     pub async fn blob(

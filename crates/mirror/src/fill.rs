@@ -48,6 +48,7 @@ pub struct Started {
 pub struct Fill {
     started: watch::Receiver<Option<std::result::Result<Started, MirrorError>>>,
     progress: watch::Sender<Progress>,
+    settled: watch::Sender<bool>,
 }
 
 impl Fill {
@@ -70,6 +71,14 @@ impl Fill {
     /// A receiver of the download's progress.
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.subscribe()
+    }
+
+    /// Waits until the fill is over: stored, or failed. Readers may have been released before
+    /// (see [`RELEASE_AFTER`]); this waits for the store itself.
+    pub async fn settled(&self) {
+        let mut rx = self.settled.subscribe();
+        // An error means the sender is gone, which happens only after it said `true`.
+        let _ = rx.wait_for(|&s| s).await;
     }
 
     /// Waits for the end of the download.
@@ -146,6 +155,7 @@ impl Fills {
         let fill = Arc::new(Fill {
             started: started_rx,
             progress: progress_tx,
+            settled: watch::channel(false).0,
         });
         map.insert(digest.clone(), fill.clone());
         let job = Job {
@@ -159,8 +169,10 @@ impl Fills {
         let map2 = self.map.clone();
         tokio::spawn(async move {
             let digest = job.digest.clone();
+            let fill = job.fill.clone();
             job.run().await;
             map2.lock().expect("fills lock").remove(&digest);
+            fill.settled.send_replace(true);
         });
         Joined::Fill(fill, false)
     }
@@ -353,20 +365,25 @@ impl Job {
                 "digest mismatch: upstream content hashes to {got}"
             )));
         }
-        tokio::task::spawn_blocking(move || file.sync_all())
-            .await
-            .map_err(|e| self.failure(&e.to_string()))??;
-        // Verified. A quick store (a rename on local disk) completes before readers get the last
-        // byte, so a finished pull leaves the blob cached; a slow one (an object-store upload)
-        // releases them after RELEASE_AFTER and completes behind them. If storing then fails,
-        // they still got correct bytes; the blob is just not cached.
-        let ingest = self.ctx.store.ingest(&self.digest, &spool.path);
-        tokio::pin!(ingest);
+        // Verified. Storing is the fsync of the spool file and its move into the store. A quick
+        // store (a small blob on local disk) completes before readers get the last byte, so a
+        // finished pull leaves the blob cached; a slow one (the fsync of a large blob, an
+        // object-store upload) releases them after RELEASE_AFTER and completes behind them. If
+        // storing then fails, they still got correct bytes; the blob is just not cached.
+        let path = spool.path.clone();
+        let store = async {
+            tokio::task::spawn_blocking(move || file.sync_all())
+                .await
+                .map_err(|e| self.failure(&e.to_string()))??;
+            self.ctx.store.ingest(&self.digest, &path).await?;
+            Ok::<(), MirrorError>(())
+        };
+        tokio::pin!(store);
         tokio::select! {
-            stored = &mut ingest => stored?,
+            stored = &mut store => stored?,
             _ = tokio::time::sleep(RELEASE_AFTER) => {
                 let _ = self.fill.progress.send(Progress::Done);
-                ingest.await?;
+                store.await?;
             }
         }
         spool.ingested = true;

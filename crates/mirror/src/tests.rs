@@ -156,6 +156,13 @@ struct Env {
 }
 
 async fn env_with(extra: &str) -> Env {
+    env_with_store(extra, |root| Arc::new(FsStore::open(root).unwrap())).await
+}
+
+async fn env_with_store(
+    extra: &str,
+    store: impl FnOnce(&std::path::Path) -> Arc<dyn BlobStore>,
+) -> Env {
     let fake = Arc::new(Fake::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -167,8 +174,7 @@ async fn env_with(extra: &str) -> Env {
     let root = dir.path().join("cache");
     let text = format!("upstreams:\n  docker.io:\n    url: http://127.0.0.1:{port}\n{extra}");
     let config = Config::from_yaml(&text, Vec::new()).unwrap();
-    let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(&root).unwrap());
-    let mirror = Mirror::start(&config, store, Arc::new(Metrics::new()))
+    let mirror = Mirror::start(&config, store(&root), Arc::new(Metrics::new()))
         .await
         .unwrap();
     Env {
@@ -478,4 +484,100 @@ async fn the_blob_index_survives_a_restart() {
         Outcome::Hit,
         "served with the upstream unreachable"
     );
+}
+
+/// A local-disk store whose `ingest` takes `delay` (like the fsync of a large file or an
+/// object-store upload).
+struct SlowIngest {
+    inner: FsStore,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for SlowIngest {
+    fn kind(&self) -> &'static str {
+        "slow"
+    }
+    async fn stat(&self, d: &Digest) -> ferry_storage::Result<Option<ferry_storage::BlobInfo>> {
+        self.inner.stat(d).await
+    }
+    async fn open(
+        &self,
+        d: &Digest,
+        offset: u64,
+        len: Option<u64>,
+    ) -> ferry_storage::Result<Option<ferry_storage::BlobBody>> {
+        self.inner.open(d, offset, len).await
+    }
+    async fn read_all(&self, d: &Digest) -> ferry_storage::Result<Option<Bytes>> {
+        self.inner.read_all(d).await
+    }
+    async fn put_verified(&self, d: &Digest, b: Bytes) -> ferry_storage::Result<()> {
+        self.inner.put_verified(d, b).await
+    }
+    async fn ingest(&self, d: &Digest, spool: &std::path::Path) -> ferry_storage::Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.ingest(d, spool).await
+    }
+    async fn delete(&self, d: &Digest) -> ferry_storage::Result<()> {
+        self.inner.delete(d).await
+    }
+    async fn list(&self) -> ferry_storage::Result<Vec<ferry_storage::BlobEntry>> {
+        self.inner.list().await
+    }
+    async fn touch(&self, d: &[Digest], when: std::time::SystemTime) -> ferry_storage::Result<()> {
+        self.inner.touch(d, when).await
+    }
+    async fn get_meta(&self, key: &str) -> ferry_storage::Result<Option<Bytes>> {
+        self.inner.get_meta(key).await
+    }
+    async fn put_meta(&self, key: &str, value: Bytes) -> ferry_storage::Result<()> {
+        self.inner.put_meta(key, value).await
+    }
+    async fn delete_meta(&self, key: &str) -> ferry_storage::Result<()> {
+        self.inner.delete_meta(key).await
+    }
+    async fn list_meta(&self, prefix: &str) -> ferry_storage::Result<Vec<String>> {
+        self.inner.list_meta(prefix).await
+    }
+    fn spool_dir(&self) -> std::path::PathBuf {
+        self.inner.spool_dir()
+    }
+    async fn check_writable(&self) -> ferry_storage::Result<()> {
+        self.inner.check_writable().await
+    }
+}
+
+#[tokio::test]
+async fn a_slow_store_releases_readers_early_and_settle_waits_for_it() {
+    let env = env_with_store("", |root| {
+        Arc::new(SlowIngest {
+            inner: FsStore::open(root).unwrap(),
+            delay: Duration::from_millis(600),
+        })
+    })
+    .await;
+    let mirror = &env.mirror;
+    let (d, data) = add_blob(&env.fake, 300_000, 9);
+    let t = mirror.resolve("org/app", None, None).unwrap();
+
+    let start = std::time::Instant::now();
+    let got = read_all(mirror.blob(&t, &d, None, false).await.unwrap())
+        .await
+        .unwrap();
+    let drained = start.elapsed();
+    assert!(got == data);
+    assert!(
+        drained < Duration::from_millis(500),
+        "the last byte came after {drained:?}: it must not wait for a slow store"
+    );
+    assert!(
+        mirror.store().stat(&d).await.unwrap().is_none(),
+        "still being stored"
+    );
+    assert!(mirror.settle_blob(&d).await, "settled and stored");
+    assert!(start.elapsed() >= Duration::from_millis(600));
+    assert!(mirror.store().stat(&d).await.unwrap().is_some());
+    // Nothing in flight any more: settling again is immediate.
+    assert!(mirror.settle_blob(&d).await);
 }

@@ -4,9 +4,10 @@
 //!
 //! A manifest is fetched with [`Mirror::manifest`] (which stores it and, for a tag, records the
 //! tag answer). A blob is requested with [`Mirror::blob`]: a cached blob answers at once and is
-//! skipped; a missing one starts (or joins) the verified fill, and draining the stream to its
-//! last byte means the blob is committed (the fill holds the last byte back until the digest
-//! checked out).
+//! skipped; a missing one starts (or joins) the verified fill. The fill holds the last byte
+//! back until the digest checked out, but may release it before the blob is stored (the fsync
+//! of a large file, an object-store upload), so after draining the stream the transfer waits
+//! for the fill to settle ([`Mirror::settle_blob`]) and fails if the blob did not get stored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,6 +96,12 @@ impl Transfer for CacheTransfer {
             return Err(SyncError::Transient(format!(
                 "download ended after {got} of {} bytes",
                 answer.size
+            )));
+        }
+        if !self.mirror.settle_blob(&blob.digest).await {
+            return Err(SyncError::Transient(format!(
+                "{} was downloaded and verified but could not be stored in the cache (see the log)",
+                blob.digest
             )));
         }
         Ok(if first {
