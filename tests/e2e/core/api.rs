@@ -202,6 +202,28 @@ async fn blobs_answer_head_and_ranges_cold_and_cached() {
         assert_eq!(body, &bytes[first as usize..=last as usize], "{spec}");
     }
 
+    // The same bytes over HTTP/2 cleartext (prior knowledge) on the same port: cached blobs
+    // leave plain connections through sendfile, which HTTP/2 framing must not disturb.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2.get(url(&ferry, &path)).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap() == bytes, "full blob over h2c");
+    let resp = h2
+        .get(url(&ferry, &path))
+        .header("Range", "bytes=5000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert!(
+        resp.bytes().await.unwrap() == bytes[5000..],
+        "range over h2c"
+    );
+
     // Unsatisfiable and malformed ranges: 416 with the size, as an OCI error.
     for spec in [format!("bytes={size}-"), "bytes=abc".to_owned()] {
         let resp = range(spec.clone()).await;
