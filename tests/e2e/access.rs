@@ -199,7 +199,10 @@ impl Skopeo {
     /// Pulls `repo_tag` from ferry into a fresh `dir:` copy (with `--src-creds` when given);
     /// on success, returns the digest of the manifest it got.
     fn pull(&self, ferry: &Ferry, repo_tag: &str, creds: Option<(&str, &str)>) -> PullOutcome {
-        let out_dir = self.dir.path().join(format!("pull-{:x}", rand_suffix()));
+        let out_dir = self
+            .dir
+            .path()
+            .join(format!("pull-{:x}", crate::support::ports::random_u64()));
         let src = format!("docker://{}/{repo_tag}", ferry.host());
         let dst = format!("dir:{}", out_dir.display());
         let creds = creds.map(|(u, p)| format!("{u}:{p}"));
@@ -257,18 +260,6 @@ impl PullOutcome {
             );
         }
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 /// A file in a private directory (kept alive by the returned handle).

@@ -6,7 +6,7 @@
 use base64::Engine as _;
 
 use crate::support::*;
-use crate::sync::{Run, pull_back};
+use crate::sync::Run;
 
 fn copy(src: &str, dst: &str, extra: &[&str]) -> Run {
     let mut cmd = ferry_command();
@@ -43,7 +43,7 @@ fn copies_a_multi_platform_image_between_registries() {
         let r = format!("docker://{}/mirror/multi@{}", b.host(), child.digest);
         assert_eq!(skopeo_inspect_raw_digest(&r), child.digest);
     }
-    pull_back(&dst, &image);
+    assert_pulls_back(&dst, &image);
     assert_eq!(
         b.count("PATCH", "/blobs/uploads/"),
         0,
@@ -94,7 +94,7 @@ fn big_blobs_are_uploaded_in_chunks() {
     );
     let dst = format!("docker://{}/test/big:v1", b.host());
     assert_eq!(skopeo_inspect_raw_digest(&dst), image.digest);
-    pull_back(&dst, &image);
+    assert_pulls_back(&dst, &image);
 }
 
 #[test]

@@ -4,41 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::http::{client, raw_get, raw_request};
+use crate::support::http::{client, raw_get, raw_request, read_body};
 use crate::support::*;
 
 /// The digest of the default `single` fixture. mkimage.py is deterministic, so this is the
 /// same on every machine; update it only when mkimage.py's output changes on purpose.
 const SINGLE_DIGEST: &str =
     "sha256:b05739a65364cd427b79a4dc68669a28bb817df5dbaced20fbfbe9c68c12c072";
-
-/// Pulls `reference` back with skopeo (all platforms) into a `dir:` copy and checks every
-/// manifest and blob the fixture has.
-fn assert_pulls_back(reference: &str, image: &Image) {
-    let out = tempfile::tempdir().unwrap();
-    let dest = format!("dir:{}", out.path().display());
-    skopeo_copy(reference, &dest, &["--all", "--preserve-digests"]);
-    let top = std::fs::read(out.path().join("manifest.json")).unwrap();
-    assert_eq!(
-        sha256_digest(&top),
-        image.digest,
-        "top manifest of {reference}"
-    );
-    for child in &image.manifests {
-        let hex = child.digest.trim_start_matches("sha256:");
-        let bytes = std::fs::read(out.path().join(format!("{hex}.manifest.json"))).unwrap();
-        assert_eq!(sha256_digest(&bytes), child.digest);
-    }
-    for blob in &image.blobs {
-        let path = out.path().join(blob.digest.trim_start_matches("sha256:"));
-        assert_eq!(
-            sha256_file(&path),
-            blob.digest,
-            "blob {} of {reference}",
-            blob.digest
-        );
-    }
-}
 
 fn roundtrip(fixture: Fixture, repo_tag: &str) {
     let registry = Registry::start();
@@ -502,18 +474,6 @@ async fn faulty_upstream_serves_content_ranges_and_tags() {
     assert_eq!(up.count("GET", &format!("/v2/lib/app/blobs/{layer}")), 2);
     assert_eq!(up.count("HEAD", &format!("/v2/lib/app/blobs/{layer}")), 1);
     assert_eq!(up.blob_gets(&layer), 2);
-}
-
-/// Reads a body chunk by chunk until it ends or fails; returns the bytes and whether it failed.
-async fn read_body(mut resp: reqwest::Response) -> (Vec<u8>, bool) {
-    let mut got = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(c)) => got.extend_from_slice(&c),
-            Ok(None) => return (got, false),
-            Err(_) => return (got, true),
-        }
-    }
 }
 
 #[tokio::test]

@@ -50,28 +50,6 @@ pub fn run_sync(ferry: &Ferry, list: &str, extra: &[&str]) -> Run {
     Run::of(cmd)
 }
 
-/// Pulls `reference` (all platforms) with skopeo and checks every manifest and blob of `image`.
-pub fn pull_back(reference: &str, image: &Image) {
-    let out = tempfile::tempdir().unwrap();
-    let dest = format!("dir:{}", out.path().display());
-    skopeo_copy(reference, &dest, &["--all", "--preserve-digests"]);
-    let top = std::fs::read(out.path().join("manifest.json")).unwrap();
-    assert_eq!(
-        sha256_digest(&top),
-        image.digest,
-        "top manifest of {reference}"
-    );
-    for child in &image.manifests {
-        let hex = child.digest.trim_start_matches("sha256:");
-        let bytes = std::fs::read(out.path().join(format!("{hex}.manifest.json"))).unwrap();
-        assert_eq!(sha256_digest(&bytes), child.digest, "child of {reference}");
-    }
-    for blob in &image.blobs {
-        let path = out.path().join(blob.digest.trim_start_matches("sha256:"));
-        assert_eq!(sha256_file(&path), blob.digest, "blob of {reference}");
-    }
-}
-
 fn via(ferry: &Ferry, image: &str) -> String {
     format!("docker://{}/{image}", ferry.host())
 }
@@ -129,9 +107,9 @@ fn synced_list_is_served_with_the_upstream_stopped() {
 
     upstream.stop();
     ferry.start_again();
-    pull_back(&via(&ferry, "docker.io/test/multi:v1"), &multi);
-    pull_back(&via(&ferry, "docker.io/test/app:1.0"), &app10);
-    pull_back(&via(&ferry, "test/app:1.1"), &app11);
+    assert_pulls_back(&via(&ferry, "docker.io/test/multi:v1"), &multi);
+    assert_pulls_back(&via(&ferry, "docker.io/test/app:1.0"), &app10);
+    assert_pulls_back(&via(&ferry, "test/app:1.1"), &app11);
     let dir = tempfile::tempdir().unwrap();
     let missing = try_skopeo_copy(
         &via(&ferry, "docker.io/test/app:2.0"),
@@ -301,7 +279,7 @@ fn serve_runs_the_sync_list_on_a_schedule() {
         || ferry.log().contains("scheduled sync finished"),
     );
     upstream.stop();
-    pull_back(&via(&ferry, "docker.io/test/sched:v1"), &image);
+    assert_pulls_back(&via(&ferry, "docker.io/test/sched:v1"), &image);
 }
 
 #[test]

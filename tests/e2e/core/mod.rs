@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::support::digest::digest_hex;
-use crate::support::http::{RawResponse, client};
+use crate::support::http::{RawResponse, client, read_body};
 use crate::support::*;
 
 /// Every manifest media type, for `Accept` headers.
@@ -135,18 +135,6 @@ pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     resp.headers()
         .get(name)
         .map(|v| v.to_str().expect("text header"))
-}
-
-/// Reads a body chunk by chunk until it ends or fails: the bytes and whether it failed.
-pub async fn read_body(mut resp: reqwest::Response) -> (Vec<u8>, bool) {
-    let mut got = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(c)) => got.extend_from_slice(&c),
-            Ok(None) => return (got, false),
-            Err(_) => return (got, true),
-        }
-    }
 }
 
 /// Where ferry's fs backend keeps a blob or manifest (see crates/storage/src/paths.rs).

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::digest::sha256_digest;
-use super::fixtures::fixtures_root;
+use super::digest::{sha256_digest, sha256_file};
+use super::fixtures::{Image, fixtures_root};
 use super::process::scrub_env;
 
 /// A loopback port nothing listens on: where public registry names point, so that a client
@@ -274,5 +274,33 @@ pub fn podman_or_skip(mirrors: &[(&str, &str)]) -> Option<Podman> {
             eprintln!("SKIP (podman unavailable): {reason}");
             None
         }
+    }
+}
+
+/// Pulls `reference` back with skopeo (all platforms, digests preserved) into a `dir:` copy and
+/// checks every manifest and blob `image` has.
+pub fn assert_pulls_back(reference: &str, image: &Image) {
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("dir:{}", out.path().display());
+    skopeo_copy(reference, &dest, &["--all", "--preserve-digests"]);
+    let top = std::fs::read(out.path().join("manifest.json")).unwrap();
+    assert_eq!(
+        sha256_digest(&top),
+        image.digest,
+        "top manifest of {reference}"
+    );
+    for child in &image.manifests {
+        let hex = child.digest.trim_start_matches("sha256:");
+        let bytes = std::fs::read(out.path().join(format!("{hex}.manifest.json"))).unwrap();
+        assert_eq!(sha256_digest(&bytes), child.digest, "child of {reference}");
+    }
+    for blob in &image.blobs {
+        let path = out.path().join(blob.digest.trim_start_matches("sha256:"));
+        assert_eq!(
+            sha256_file(&path),
+            blob.digest,
+            "blob {} of {reference}",
+            blob.digest
+        );
     }
 }

@@ -184,3 +184,15 @@ pub fn percent_encode(s: &str) -> String {
     }
     out
 }
+
+/// Reads a body chunk by chunk until it ends or fails: the bytes and whether it failed.
+pub async fn read_body(mut resp: reqwest::Response) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            Ok(None) => return (got, false),
+            Err(_) => return (got, true),
+        }
+    }
+}

@@ -48,8 +48,8 @@ pub mod s3;
 pub mod token;
 
 pub use clients::{
-    CmdOutput, Podman, podman_or_skip, registries_conf, skopeo_copy, skopeo_inspect_raw,
-    skopeo_inspect_raw_digest, try_skopeo_copy,
+    CmdOutput, Podman, assert_pulls_back, podman_or_skip, registries_conf, skopeo_copy,
+    skopeo_inspect_raw, skopeo_inspect_raw_digest, try_skopeo_copy,
 };
 pub use digest::{sha256_digest, sha256_file};
 pub use faulty::{
