@@ -143,6 +143,18 @@ mod tests {
         )
     }
 
+    /// `len` bytes of `file` at `offset` as mapped windows, as the store serves them.
+    fn windowed(
+        maps: &FileMaps,
+        file: Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    ) -> ferry_storage::ByteStream {
+        ferry_storage::ChunkReader::new(file, offset, len)
+            .with_maps(Some(maps.clone()))
+            .into_stream()
+    }
+
     /// Writes `bufs` fully with vectored writes, as hyper does.
     async fn write_all_vectored(s: &mut SendfileStream, bufs: &[&[u8]]) {
         let mut bufs: Vec<&[u8]> = bufs.to_vec();
@@ -165,8 +177,7 @@ mod tests {
         f.write_all(&data).unwrap();
         let file = Arc::new(std::fs::File::open(f.path()).unwrap());
         let maps = FileMaps::new();
-        let windows: Vec<bytes::Bytes> = maps
-            .stream(file, 3, data.len() as u64 - 3)
+        let windows: Vec<bytes::Bytes> = windowed(&maps, file, 3, data.len() as u64 - 3)
             .map(|r| r.unwrap())
             .collect()
             .await;
@@ -210,7 +221,7 @@ mod tests {
         f.write_all(b"0123456789abcdef").unwrap();
         let file = Arc::new(std::fs::File::open(f.path()).unwrap());
         let maps = FileMaps::new();
-        let window = maps.stream(file, 4, 8).next().await.unwrap().unwrap();
+        let window = windowed(&maps, file, 4, 8).next().await.unwrap().unwrap();
         let slice = maps.lookup(&window[2..]).unwrap();
         assert_eq!((slice.offset, slice.len), (6, 6));
         let (mut server, mut client) = pair(maps.clone()).await;

@@ -147,10 +147,9 @@ impl BlobStore for FsStore {
             .unwrap_or(size.saturating_sub(offset))
             .min(size.saturating_sub(offset));
         let file = Arc::new(file);
-        let stream = match &self.maps {
-            Some(maps) => maps.stream(file, offset, len),
-            None => ChunkReader::new(file, offset, len).into_stream(),
-        };
+        let stream = ChunkReader::new(file, offset, len)
+            .with_maps(self.maps.clone())
+            .into_stream();
         Ok(Some(BlobBody { size, stream }))
     }
 

@@ -1,9 +1,10 @@
 //! Cached blobs served from read-only memory maps, so that a plain-TCP connection can hand them
 //! to the kernel (`sendfile`) instead of copying them through user space.
 //!
-//! [`FileMaps::stream`] turns a range of a complete blob file into a stream of [`Bytes`], each
-//! backed by a read-only map of at most [`WINDOW`] bytes of the file. While a window is alive,
-//! the [`FileMaps`] registry records its address together with the file and offset it maps. A
+//! A [`ChunkReader`](crate::ChunkReader) given a registry
+//! ([`with_maps`](crate::ChunkReader::with_maps)) hands out a file as [`Bytes`], each backed by
+//! a read-only map of at most [`WINDOW`] bytes of the file ([`FileMaps::map`]). While a window
+//! is alive, the [`FileMaps`] registry records its address with the file and offset it maps. A
 //! connection that can send from files looks up each buffer it is asked to write
 //! ([`FileMaps::lookup`]): a buffer inside a window is sent by the kernel straight from the page
 //! cache, and its pages are never touched in user space — no copy, and no resident memory. Every
@@ -20,10 +21,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt};
 use memmap2::{Mmap, MmapOptions};
-
-use crate::ByteStream;
 
 /// Largest map (and so the most one `sendfile` call sends).
 pub const WINDOW: usize = 4 * 1024 * 1024;
@@ -87,17 +85,6 @@ impl FileMaps {
         })
     }
 
-    /// Bytes `[offset, offset + len)` of `file`, a complete blob that is never modified, as
-    /// windows of at most [`WINDOW`] bytes, each mapped when the stream reaches it.
-    pub fn stream(&self, file: Arc<File>, offset: u64, len: u64) -> ByteStream {
-        let maps = self.clone();
-        let starts = (0..len.div_ceil(WINDOW as u64)).map(move |i| offset + i * WINDOW as u64);
-        let end = offset + len;
-        stream::iter(starts)
-            .map(move |at| maps.map(&file, at, (end - at).min(WINDOW as u64) as usize))
-            .boxed()
-    }
-
     /// Maps `len` (> 0, at most [`WINDOW`]) bytes of `file` at `offset` and registers the
     /// window. The bytes must already be written and never change afterwards.
     pub fn map(&self, file: &Arc<File>, offset: u64, len: usize) -> io::Result<Bytes> {
@@ -149,6 +136,8 @@ impl Drop for Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ByteStream, ChunkReader};
+    use futures_util::StreamExt;
     use std::io::Write;
 
     fn file_of(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
@@ -162,13 +151,19 @@ mod tests {
         s.map(|r| r.unwrap()).collect().await
     }
 
+    fn windows(maps: &FileMaps, file: Arc<File>, offset: u64, len: u64) -> ByteStream {
+        ChunkReader::new(file, offset, len)
+            .with_maps(Some(maps.clone()))
+            .into_stream()
+    }
+
     #[tokio::test]
     async fn streams_exact_ranges_in_windows() {
         let (f, data) = file_of(WINDOW * 2 + 12345);
         let file = Arc::new(File::open(f.path()).unwrap());
         let maps = FileMaps::new();
         for (off, len) in [(0, data.len()), (1, WINDOW), (4097, WINDOW + 3), (77, 0)] {
-            let parts = collect(maps.stream(file.clone(), off as u64, len as u64)).await;
+            let parts = collect(windows(&maps, file.clone(), off as u64, len as u64)).await;
             assert!(parts.iter().all(|p| p.len() <= WINDOW && !p.is_empty()));
             assert_eq!(
                 parts.concat(),
@@ -184,7 +179,7 @@ mod tests {
         let (f, data) = file_of(WINDOW + 5000);
         let file = Arc::new(File::open(f.path()).unwrap());
         let maps = FileMaps::new();
-        let mut s = maps.stream(file, 100, (WINDOW + 4000) as u64);
+        let mut s = windows(&maps, file, 100, (WINDOW + 4000) as u64);
         let first = s.next().await.unwrap().unwrap();
         let second = s.next().await.unwrap().unwrap();
         assert_eq!(maps.live(), 2);
