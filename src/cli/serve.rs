@@ -124,8 +124,7 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     let mirror = Mirror::start(&config, store, metrics.clone())
         .await
         .map_err(|e| format!("cannot start the cache engine: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
+    let listener = ferry_server::listen::bind(&config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(
         listen = %config.listen,
@@ -170,6 +169,17 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         max_header_bytes: config.server.max_header_bytes.0 as usize,
         grace: config.server.shutdown_timeout.0,
         file_maps,
+        timeouts: ferry_server::timed_io::Timeouts {
+            header: config.server.header_timeout.0,
+            idle: config.server.idle_timeout.0,
+            send: config.server.send_timeout.0,
+        },
+        limits: ferry_server::conn_limits::ConnLimits::new(
+            config.server.max_connections,
+            config.server.max_connections_per_ip,
+            config.access.trusted_proxies.iter().map(|c| c.0).collect(),
+        ),
+        metrics: Some(app.metrics.clone()),
     };
     listen::serve(listener, ferry_server::router(app), opts, acceptor, stop).await;
     mirror.shutdown().await;

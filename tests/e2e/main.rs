@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod copy;
 mod core;
+mod edge;
 mod ops;
 mod s3;
 mod selftest;

@@ -22,6 +22,7 @@ use crate::core::{is_cached, spool_files};
 use crate::support::clients::{run, skopeo_command};
 use crate::support::ferry::ferry_command;
 use crate::support::http::{client_builder, raw_get, raw_request};
+use crate::support::metrics::Scrape;
 use crate::support::ports::{PortLease, reserve_port};
 use crate::support::process::{Daemon, read_lossy};
 use crate::support::registry::MANIFEST_ACCEPT;
@@ -33,84 +34,6 @@ const MIB: u64 = 1024 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// One scrape of `/metrics`: every sample with its labels.
-struct Scrape {
-    samples: Vec<(String, BTreeMap<String, String>, f64)>,
-}
-
-impl Scrape {
-    fn of(addr: &str) -> Scrape {
-        let r = raw_get(addr, "/metrics").expect("GET /metrics");
-        assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
-        Scrape::parse(&r.text())
-    }
-
-    /// Parses the Prometheus / OpenMetrics text format (no timestamps, no exemplars).
-    fn parse(text: &str) -> Scrape {
-        let mut samples = Vec::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let name_end = line.find(['{', ' ']).expect("sample line has a value");
-            let name = line[..name_end].to_owned();
-            let mut labels = BTreeMap::new();
-            let mut rest = &line[name_end..];
-            if let Some(body) = rest.strip_prefix('{') {
-                let mut chars = body.char_indices();
-                let mut key = String::new();
-                let end = loop {
-                    let (i, c) = chars.next().expect("closing brace");
-                    match c {
-                        '}' => break i,
-                        ',' => {}
-                        '=' => {
-                            assert_eq!(chars.next().map(|x| x.1), Some('"'), "{line}");
-                            let mut value = String::new();
-                            loop {
-                                match chars.next().expect("closing quote").1 {
-                                    '\\' => match chars.next().expect("escape").1 {
-                                        'n' => value.push('\n'),
-                                        other => value.push(other),
-                                    },
-                                    '"' => break,
-                                    other => value.push(other),
-                                }
-                            }
-                            labels.insert(std::mem::take(&mut key), value);
-                        }
-                        other => key.push(other),
-                    }
-                };
-                rest = &body[end + 1..];
-            }
-            let value = rest
-                .split_whitespace()
-                .next()
-                .expect("value")
-                .parse::<f64>()
-                .unwrap_or_else(|e| panic!("value of {line}: {e}"));
-            samples.push((name, labels, value));
-        }
-        Scrape { samples }
-    }
-
-    /// The sum of the samples named `name` whose labels include every pair in `labels`.
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|(_, _, v)| v)
-            .sum()
-    }
-}
 
 /// A blob download on its own thread over a plain socket, so a test can signal ferry, reload
 /// it or look at its metrics while the body is still arriving.
@@ -1430,6 +1353,17 @@ fn metric_families() -> Vec<Family> {
     m.evicted_bytes.inc();
     m.rejected
         .get_or_create(&ReasonLabels { reason: "quota" })
+        .inc();
+    m.connections_open.set(1);
+    m.connections_refused
+        .get_or_create(&ReasonLabels {
+            reason: "max_connections_per_ip",
+        })
+        .inc();
+    m.connections_timed_out
+        .get_or_create(&ReasonLabels {
+            reason: "header_timeout",
+        })
         .inc();
     let text = m.render();
 

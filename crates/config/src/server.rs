@@ -16,6 +16,18 @@ pub struct ServerConfig {
     pub max_header_bytes: ByteSize,
     /// Public base URL of this mirror (for token realms); derived from Host when unset.
     pub external_url: Option<String>,
+    /// A connection that has not sent a complete request head this long after it opened (or
+    /// after the first byte of a later request) is closed.
+    pub header_timeout: Dur,
+    /// A keep-alive connection with no request in progress is closed after this long.
+    pub idle_timeout: Dur,
+    /// A connection whose client accepts no byte of a response for this long is closed.
+    pub send_timeout: Dur,
+    /// Most open client connections; more are refused with a 503.
+    pub max_connections: usize,
+    /// Most open connections from one client address (IPv6: one /64); more are refused with a
+    /// 429. Peers in `access.trusted_proxies` are exempt (they carry many clients).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -24,6 +36,11 @@ impl Default for ServerConfig {
             shutdown_timeout: Dur::secs(30),
             max_header_bytes: ByteSize(64 * 1024),
             external_url: None,
+            header_timeout: Dur::secs(10),
+            idle_timeout: Dur::secs(60),
+            send_timeout: Dur::secs(60),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
         }
     }
 }

@@ -95,6 +95,7 @@ pub fn validate(c: &Config, text: &str) -> Result<(), ConfigErrors> {
         );
     }
     check_upstreams(c, &mut err);
+    check_server(&c.server, &mut err);
     c.access.check(&mut err);
     check_storage(&c.storage, &mut err);
     for (i, pattern) in c.cache.immutable_tags.iter().enumerate() {
@@ -182,6 +183,26 @@ fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
                 &["hosts", host],
                 format!("{target:?} is not one of the configured upstreams"),
             );
+        }
+    }
+}
+
+fn check_server(s: &crate::ServerConfig, err: &mut impl FnMut(&[&str], String)) {
+    for (key, d) in [
+        ("header_timeout", s.header_timeout),
+        ("idle_timeout", s.idle_timeout),
+        ("send_timeout", s.send_timeout),
+    ] {
+        if d.0.is_zero() {
+            err(&["server", key], "must be longer than zero".into());
+        }
+    }
+    for (key, n) in [
+        ("max_connections", s.max_connections),
+        ("max_connections_per_ip", s.max_connections_per_ip),
+    ] {
+        if n == 0 {
+            err(&["server", key], "must be at least 1".into());
         }
     }
 }

@@ -105,6 +105,12 @@ pub struct Metrics {
     pub evicted_bytes: Counter,
     /// Requests refused by access control, by reason.
     pub rejected: Family<ReasonLabels, Counter>,
+    /// Client connections open now.
+    pub connections_open: Gauge,
+    /// Client connections refused at accept, by the cap that refused them.
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    /// Client connections closed by a timeout, by which one.
+    pub connections_timed_out: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -139,6 +145,9 @@ impl Metrics {
             evictions: Counter::default(),
             evicted_bytes: Counter::default(),
             rejected: Family::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Family::default(),
+            connections_timed_out: Family::default(),
         };
         m.register_all();
         m
@@ -230,6 +239,21 @@ impl Metrics {
             "ferry_rejected_requests",
             "Requests refused by access control",
             self.rejected.clone(),
+        );
+        r.register(
+            "ferry_connections_open",
+            "Client connections open",
+            self.connections_open.clone(),
+        );
+        r.register(
+            "ferry_connections_refused",
+            "Client connections refused by server.max_connections or max_connections_per_ip",
+            self.connections_refused.clone(),
+        );
+        r.register(
+            "ferry_connections_timed_out",
+            "Client connections closed by header_timeout, idle_timeout or send_timeout",
+            self.connections_timed_out.clone(),
         );
     }
 

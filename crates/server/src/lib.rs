@@ -6,11 +6,13 @@
 //! `/metrics` (Prometheus text), one log line per request ([`observe`]) and the accept loop
 //! with graceful shutdown ([`listen`]).
 
+pub mod conn_limits;
 pub mod error;
 pub mod listen;
 pub mod observe;
 pub mod registry;
 pub mod sendfile;
+pub mod timed_io;
 pub mod tls;
 pub mod token;
 

@@ -39,6 +39,7 @@ pub mod faulty;
 pub mod ferry;
 pub mod fixtures;
 pub mod http;
+pub mod metrics;
 pub mod ports;
 pub mod process;
 pub mod redis;

@@ -1,0 +1,239 @@
+//! ferry at the edge of the open internet (SPEC section 11, docs/security.md): connections that
+//! send nothing, drip a request head, sit idle or pile up from one address are closed or
+//! refused, while normal clients pull; the HTTP answers at the edge (401 challenges, Host
+//! headers, token realms behind a proxy) and error bodies that reveal nothing internal.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::support::metrics::Scrape;
+use crate::support::*;
+
+/// Open file descriptors of a process.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("ferry's /proc fd directory")
+        .count()
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to ferry");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Connects to `addr` from the loopback address `from` (127.0.0.2, ...).
+fn connect_from(from: &str, addr: &str) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let target: SocketAddr = addr.parse().unwrap();
+        socket.connect(target).await.unwrap()
+    });
+    let std = stream.into_std().unwrap();
+    std.set_nonblocking(false).unwrap();
+    std.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    std
+}
+
+/// Whether the peer has closed the stream: a read gives end-of-file or a reset.
+fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body from a kept-alive connection.
+fn read_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("response");
+        assert!(n > 0, "connection closed before a response");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
+}
+
+/// 2,000 connections that never send a byte and 200 that drip a request head are all closed
+/// within `server.header_timeout`, while a real client pulls an image through the same port;
+/// ferry's open file descriptors return to where they were.
+#[test]
+fn idle_and_slowloris_connections_are_closed_while_a_pull_goes_on() {
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::multi(), "library/hello:1");
+    let ferry = Ferry::builder()
+        .upstream("docker.io", &upstream)
+        .set("server.header_timeout", "2s")
+        .set("server.idle_timeout", "2s")
+        .set("server.max_connections_per_ip", 5000)
+        .start();
+    let pid = ferry.pid().expect("ferry pid");
+    let baseline = fd_count(pid);
+    let addr = ferry.host();
+
+    let mut idle: Vec<TcpStream> = (0..2000).map(|_| connect(&addr)).collect();
+    let mut slow: Vec<TcpStream> = (0..200).map(|_| connect(&addr)).collect();
+    for s in &mut slow {
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: mirror\r\n")
+            .unwrap();
+    }
+    let opened = Instant::now();
+    let peak = (0..20)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            fd_count(pid)
+        })
+        .max()
+        .unwrap();
+    eprintln!(
+        "baseline {baseline} peak {peak} after {:?}",
+        opened.elapsed()
+    );
+    assert!(
+        peak >= baseline + 2000,
+        "ferry held {peak} descriptors at most"
+    );
+    // The slowloris clients keep dripping one header line a second.
+    let dripper = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut open = slow.len();
+        while open > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            open = 0;
+            for s in &mut slow {
+                if s.write_all(b"X-Drip: 1\r\n").is_ok() {
+                    open += 1;
+                }
+            }
+        }
+        slow
+    });
+
+    let reference = format!("docker://{addr}/docker.io/library/hello:1");
+    assert_pulls_back(&reference, &image);
+
+    // Every idle connection is closed by ferry (end of file), not by us.
+    for s in idle.iter_mut().step_by(97) {
+        assert!(closed_by_peer(s), "an idle connection stayed open");
+    }
+    wait_until(
+        Duration::from_secs(8),
+        "ferry's file descriptors to return to their baseline",
+        || fd_count(pid) <= baseline + 10,
+    );
+    let took = opened.elapsed();
+    let mut slow = dripper.join().unwrap();
+    for s in slow.iter_mut().step_by(13) {
+        assert!(closed_by_peer(s), "a slowloris connection stayed open");
+    }
+    assert!(took < Duration::from_secs(10), "closing took {took:?}");
+    let m = Scrape::of(&addr);
+    let timed_out = m.sum(
+        "ferry_connections_timed_out_total",
+        &[("reason", "header_timeout")],
+    );
+    assert!(timed_out >= 2200.0, "header timeouts counted: {timed_out}");
+}
+
+/// Connections beyond `server.max_connections_per_ip` from one address get a 429 with an OCI
+/// error; beyond `server.max_connections` in total a 503; both are counted, and both caps give
+/// their places back when connections close.
+#[test]
+fn connections_over_the_caps_are_refused_and_counted() {
+    let upstream = Registry::start();
+    let ferry = Ferry::builder()
+        .upstream("docker.io", &upstream)
+        .set("server.max_connections_per_ip", 20)
+        .set("server.max_connections", 30)
+        .start();
+    let addr = ferry.host();
+    let mut held: Vec<TcpStream> = (0..20).map(|_| connect(&addr)).collect();
+    // Let ferry accept them all before the next one.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut over = connect(&addr);
+    let mut answer = String::new();
+    let _ = over.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    assert!(answer.contains("TOOMANYREQUESTS"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+
+    held.extend((0..10).map(|_| connect_from("127.0.0.2", &addr)));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut full = connect_from("127.0.0.3", &addr);
+    let mut answer = String::new();
+    let _ = full.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("connection limit"), "{answer}");
+
+    drop(held.drain(..15));
+    std::thread::sleep(Duration::from_millis(300));
+    let m = Scrape::of(&addr);
+    let refused = |reason| m.sum("ferry_connections_refused_total", &[("reason", reason)]);
+    assert_eq!(refused("max_connections_per_ip"), 1.0);
+    assert_eq!(refused("max_connections"), 1.0);
+    let r = http::raw_get(&addr, "/v2/").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// A kept-alive connection is not held to the head timeout between requests, but is closed
+/// `server.idle_timeout` after its last response.
+#[test]
+fn keep_alive_connections_close_after_the_idle_timeout() {
+    let upstream = Registry::start();
+    let ferry = Ferry::builder()
+        .upstream("docker.io", &upstream)
+        .set("server.header_timeout", "1s")
+        .set("server.idle_timeout", "3s")
+        .start();
+    let mut s = connect(&ferry.host());
+    let request = b"GET /v2/ HTTP/1.1\r\nHost: mirror\r\n\r\n";
+    s.write_all(request).unwrap();
+    assert!(read_response(&mut s).starts_with("HTTP/1.1 200"));
+    // Longer than the head timeout: still open, and the next request is answered.
+    std::thread::sleep(Duration::from_millis(2000));
+    s.write_all(request).unwrap();
+    assert!(read_response(&mut s).starts_with("HTTP/1.1 200"));
+    let last = Instant::now();
+    assert!(closed_by_peer(&mut s));
+    let idle = last.elapsed();
+    assert!(
+        idle >= Duration::from_millis(2800) && idle < Duration::from_secs(6),
+        "closed after {idle:?}, idle_timeout is 3s"
+    );
+    let m = Scrape::of(&ferry.host());
+    assert!(
+        m.sum(
+            "ferry_connections_timed_out_total",
+            &[("reason", "idle_timeout")]
+        ) >= 1.0
+    );
+}
