@@ -237,3 +237,57 @@ fn keep_alive_connections_close_after_the_idle_timeout() {
         ) >= 1.0
     );
 }
+
+/// A request for a layer through a healthy upstream is served at once while a download of the
+/// same digest hangs in another upstream: downloads are shared only within one upstream. Both
+/// requests end with the right bytes, and the blob is cached once.
+#[test]
+fn a_hanging_upstream_does_not_stall_the_same_digest_through_another() {
+    const SIZE: u64 = 3 << 20;
+    let slow = FaultyUpstream::start();
+    let fast = FaultyUpstream::start();
+    let digest = slow.add_pattern_blob(7, SIZE);
+    assert_eq!(fast.add_pattern_blob(7, SIZE), digest);
+    slow.add_rule(Rule::blob(&digest, Fault::StallAfter(64 * 1024)));
+    let ferry = Ferry::builder()
+        .upstream("slow.example", &slow)
+        .upstream("fast.example", &fast)
+        .default_upstream("fast.example")
+        .start();
+    let addr = ferry.host();
+    let path = |up: &str| format!("/v2/{up}/lib/app/blobs/{digest}");
+    let stuck = {
+        let (addr, p) = (addr.clone(), path("slow.example"));
+        std::thread::spawn(move || http::raw_get(&addr, &p))
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the slow upstream to stall",
+        || slow.count_matching("GET", "/blobs/") >= 1,
+    );
+
+    let started = Instant::now();
+    let r = http::raw_get(&addr, &path("fast.example")).unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body.len() as u64, SIZE);
+    assert_eq!(sha256_digest(&r.body), digest);
+    assert!(
+        took < Duration::from_secs(5),
+        "the healthy upstream's answer took {took:?}"
+    );
+    assert!(!stuck.is_finished(), "the stalled download is still going");
+
+    slow.release_stalls();
+    let r = stuck.join().unwrap().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_digest(&r.body), digest);
+    // Cached once: both upstreams' names now answer from the store without a new GET.
+    let gets = fast.count_matching("GET", "/blobs/") + slow.count_matching("GET", "/blobs/");
+    let again = http::raw_get(&addr, &path("fast.example")).unwrap();
+    assert_eq!(sha256_digest(&again.body), digest);
+    assert_eq!(
+        fast.count_matching("GET", "/blobs/") + slow.count_matching("GET", "/blobs/"),
+        gets
+    );
+}

@@ -54,7 +54,7 @@ impl Mirror {
     /// (a large file's fsync, an object-store upload): callers that must know the blob is
     /// cached (`ferry sync`) wait here after draining.
     pub async fn settle_blob(&self, d: &Digest) -> bool {
-        if let Some(fill) = self.inner.fills.get(d) {
+        for fill in self.inner.fills.all_of(d) {
             fill.settled().await;
         }
         self.inner.index.contains(d)
@@ -197,7 +197,7 @@ impl Mirror {
             self.inner.index.insert(d.clone(), info.size);
             return Ok((info.size, Outcome::Hit));
         }
-        if let Some(fill) = self.inner.fills.get(d)
+        if let Some(fill) = self.inner.fills.get(&t.name, d)
             && let Ok(Some(size)) = fill.started().await.map(|s| s.size)
         {
             return Ok((size, Outcome::Miss));

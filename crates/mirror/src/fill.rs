@@ -1,7 +1,11 @@
 //! Streaming single-flight downloads of blobs ("fills").
 //!
 //! The first request for a missing blob starts one download on its own task; every request for
-//! the same blob while it runs joins it. The download writes a spool file and publishes how many
+//! the same blob through the same upstream while it runs joins it. Downloads are keyed by
+//! upstream and digest, never by digest alone: a request never waits on a download through an
+//! upstream it did not ask for (one that hangs or drips), it starts its own. When two
+//! downloads of one digest both verify, the store keeps one copy (content-addressed, so the
+//! second commit is of identical bytes). The download writes a spool file and publishes how many
 //! bytes are in it; each client reads the spool file from its own offset as it grows
 //! ([`ferry_storage::ChunkReader::growing`]), so the first bytes reach every client before the
 //! download ends and memory stays flat. The task hashes as it writes; only when the length and
@@ -118,10 +122,14 @@ pub struct FillContext {
     pub timeout: Duration,
 }
 
-/// The downloads in progress, by digest.
+/// A download's key: the upstream it comes from (with that upstream's `mirrors:`) and the
+/// digest.
+type FillKey = (Arc<str>, Digest);
+
+/// The downloads in progress, by upstream and digest.
 #[derive(Default)]
 pub struct Fills {
-    map: Arc<Mutex<HashMap<Digest, Arc<Fill>>>>,
+    map: Arc<Mutex<HashMap<FillKey, Arc<Fill>>>>,
 }
 
 /// How a caller got its fill.
@@ -133,7 +141,7 @@ pub enum Joined {
 }
 
 impl Fills {
-    /// Joins the download of `digest`, or starts one from `upstream`.
+    /// Joins the download of `digest` from `upstream`, or starts one.
     pub fn join_or_start(
         &self,
         ctx: &FillContext,
@@ -141,8 +149,9 @@ impl Fills {
         repo: RepoName,
         digest: &Digest,
     ) -> Joined {
+        let key: FillKey = (upstream.name().into(), digest.clone());
         let mut map = self.map.lock().expect("fills lock");
-        if let Some(f) = map.get(digest) {
+        if let Some(f) = map.get(&key) {
             Metrics::per_upstream(&ctx.metrics.coalesced_waiters, upstream.name(), 1);
             return Joined::Fill(f.clone(), true);
         }
@@ -157,7 +166,7 @@ impl Fills {
             progress: progress_tx,
             settled: watch::channel(false).0,
         });
-        map.insert(digest.clone(), fill.clone());
+        map.insert(key.clone(), fill.clone());
         let job = Job {
             ctx: ctx.clone(),
             upstream,
@@ -168,10 +177,9 @@ impl Fills {
         };
         let map2 = self.map.clone();
         tokio::spawn(async move {
-            let digest = job.digest.clone();
             let fill = job.fill.clone();
             job.run().await;
-            map2.lock().expect("fills lock").remove(&digest);
+            map2.lock().expect("fills lock").remove(&key);
             fill.settled.send_replace(true);
         });
         Joined::Fill(fill, false)
@@ -187,9 +195,19 @@ impl Fills {
         self.len() == 0
     }
 
-    /// The running download of `digest`, if any.
-    pub fn get(&self, digest: &Digest) -> Option<Arc<Fill>> {
-        self.map.lock().expect("fills lock").get(digest).cloned()
+    /// The running download of `digest` from `upstream`, if any.
+    pub fn get(&self, upstream: &str, digest: &Digest) -> Option<Arc<Fill>> {
+        let key: FillKey = (upstream.into(), digest.clone());
+        self.map.lock().expect("fills lock").get(&key).cloned()
+    }
+
+    /// Every running download of `digest`, from any upstream.
+    pub fn all_of(&self, digest: &Digest) -> Vec<Arc<Fill>> {
+        let map = self.map.lock().expect("fills lock");
+        map.iter()
+            .filter(|((_, d), _)| d == digest)
+            .map(|(_, f)| f.clone())
+            .collect()
     }
 }
 
@@ -273,10 +291,10 @@ impl Job {
     async fn download(&self, slot: &mut Option<Spool>) -> Result<()> {
         // Replicas sharing a store take turns: the one holding the claim downloads from the
         // upstream; one that waited and then finds the blob stored copies it from the store.
-        let claim = self
-            .ctx
-            .store
-            .claim_fill(&self.digest, self.ctx.timeout / 2);
+        let claim =
+            self.ctx
+                .store
+                .claim_fill(self.upstream.name(), &self.digest, self.ctx.timeout / 2);
         let (dl, _lease) = match claim.await? {
             FillClaim::Owner(lease) => (
                 self.upstream.blob(&self.repo, &self.digest, 0).await?,

@@ -206,9 +206,10 @@ impl Mirror {
         &self.inner.store
     }
 
-    /// Whether serving a blob costs no upstream download: it is stored or already downloading.
-    pub fn blob_is_local(&self, d: &ferry_oci::Digest) -> bool {
-        self.inner.index.contains(d) || self.inner.fills.get(d).is_some()
+    /// Whether serving a blob through `upstream` costs no new upstream download: it is stored
+    /// or already downloading from that upstream.
+    pub fn blob_is_local(&self, upstream: &str, d: &ferry_oci::Digest) -> bool {
+        self.inner.index.contains(d) || self.inner.fills.get(upstream, d).is_some()
     }
 
     /// Downloads in progress.

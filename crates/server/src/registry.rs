@@ -287,7 +287,7 @@ async fn blob(
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    if !app.mirror.blob_is_local(d) {
+    if !app.mirror.blob_is_local(&t.name, d) {
         grant.miss_allowed().map_err(|e| refused(app, e))?;
     }
     let a = app.mirror.blob(t, d, range, true).await?;

@@ -151,10 +151,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Directory for spool files of in-progress downloads (local disk).
     fn spool_dir(&self) -> PathBuf;
 
-    /// Claims the download of a missing blob among the processes sharing this store, waiting
-    /// up to `wait` while another one holds the claim (see [`claim`]). Stores used by one
-    /// process grant every claim at once.
-    async fn claim_fill(&self, _digest: &Digest, _wait: Duration) -> Result<FillClaim> {
+    /// Claims the download of a missing blob from `source` (an upstream name) among the
+    /// processes sharing this store, waiting up to `wait` while another one holds the claim
+    /// (see [`claim`]). Claims are per source, so a download through a slow upstream never
+    /// holds up one through another. Stores used by one process grant every claim at once.
+    async fn claim_fill(
+        &self,
+        _source: &str,
+        _digest: &Digest,
+        _wait: Duration,
+    ) -> Result<FillClaim> {
         Ok(FillClaim::Owner(FillLease::local()))
     }
 

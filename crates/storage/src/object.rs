@@ -350,10 +350,10 @@ impl BlobStore for ObjectStore {
         self.delete_key(&key).await
     }
 
-    async fn claim_fill(&self, digest: &Digest, wait: Duration) -> Result<FillClaim> {
+    async fn claim_fill(&self, source: &str, digest: &Digest, wait: Duration) -> Result<FillClaim> {
         let blob = keys::blob(digest);
         self.leases
-            .claim(digest, wait, || async { self.exists(&blob).await })
+            .claim(source, digest, wait, || async { self.exists(&blob).await })
             .await
     }
 }

@@ -277,8 +277,8 @@ impl BlobStore for TieredStore {
         self.inner.remote.check_writable().await
     }
 
-    async fn claim_fill(&self, d: &Digest, wait: Duration) -> Result<FillClaim> {
-        self.inner.remote.claim_fill(d, wait).await
+    async fn claim_fill(&self, source: &str, d: &Digest, wait: Duration) -> Result<FillClaim> {
+        self.inner.remote.claim_fill(source, d, wait).await
     }
 }
 

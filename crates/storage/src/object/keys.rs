@@ -50,9 +50,17 @@ pub fn access_marker(d: &Digest, when: SystemTime) -> String {
     format!("{}{}", access_dir(d), micros(when))
 }
 
-/// Key of a blob's fill claim.
-pub fn lock(d: &Digest) -> String {
-    format!("_locks/{}/{}", d.algorithm().as_str(), d.hex())
+/// Key of a blob's fill claim through `source` (an upstream name; characters other than
+/// `[a-z0-9.-]` become `_`).
+pub fn lock(source: &str, d: &Digest) -> String {
+    let source: String = source
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '.' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    format!("_locks/{source}/{}/{}", d.algorithm().as_str(), d.hex())
 }
 
 /// A fresh probe key.

@@ -1,6 +1,7 @@
 //! Fill claims between replicas, as expiring lock objects created with a conditional write.
 //!
-//! A replica that misses a blob creates `_locks/<algorithm>/<hex>` with `If-None-Match: *`
+//! A replica that misses a blob creates `_locks/<upstream>/<algorithm>/<hex>` with
+//! `If-None-Match: *`
 //! (OpenDAL's `if_not_exists`). Exactly one creation succeeds: that replica downloads the blob,
 //! renews the lock every [`TTL`]/3 while it works, and deletes it when done (the lease is
 //! dropped). The others poll until the blob is stored (they then read it from the store) or
@@ -93,9 +94,15 @@ impl Leases {
         Bytes::from(serde_json::to_vec(&doc).expect("lock doc serializes"))
     }
 
-    /// Claims `d`, waiting up to `wait` while another replica holds it; `stored` tells
-    /// whether the blob is in the store by now.
-    pub async fn claim<F, Fut>(&self, d: &Digest, wait: Duration, stored: F) -> Result<FillClaim>
+    /// Claims `d` through `source`, waiting up to `wait` while another replica holds it;
+    /// `stored` tells whether the blob is in the store by now.
+    pub async fn claim<F, Fut>(
+        &self,
+        source: &str,
+        d: &Digest,
+        wait: Duration,
+        stored: F,
+    ) -> Result<FillClaim>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<u64>>>,
@@ -103,7 +110,7 @@ impl Leases {
         if !self.enabled.load(Ordering::Relaxed) {
             return Ok(FillClaim::Owner(FillLease::local()));
         }
-        let key = keys::lock(d);
+        let key = keys::lock(source, d);
         let deadline = Instant::now() + wait;
         let mut waited = false;
         loop {

@@ -128,12 +128,16 @@ async fn replicas_claim_fills_one_at_a_time(a: &ObjectStore, b: &ObjectStore) {
     );
     let data = Bytes::from_static(b"claimed blob");
     let d = Digest::sha256_of(&data);
-    let FillClaim::Owner(lease) = a.claim_fill(&d, Duration::from_secs(5)).await.unwrap() else {
+    let FillClaim::Owner(lease) = a
+        .claim_fill("docker.io", &d, Duration::from_secs(5))
+        .await
+        .unwrap()
+    else {
         panic!("the first claim is granted");
     };
     let waiter = {
         let (b, d) = (b.clone(), d.clone());
-        tokio::spawn(async move { b.claim_fill(&d, Duration::from_secs(20)).await })
+        tokio::spawn(async move { b.claim_fill("docker.io", &d, Duration::from_secs(20)).await })
     };
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(!waiter.is_finished(), "the second replica waits");
@@ -146,14 +150,20 @@ async fn replicas_claim_fills_one_at_a_time(a: &ObjectStore, b: &ObjectStore) {
     );
     // A released claim can be taken again at once.
     let d2 = Digest::sha256_of(b"other");
-    let FillClaim::Owner(l) = a.claim_fill(&d2, Duration::from_secs(1)).await.unwrap() else {
+    let FillClaim::Owner(l) = a
+        .claim_fill("docker.io", &d2, Duration::from_secs(1))
+        .await
+        .unwrap()
+    else {
         panic!("granted");
     };
     drop(l);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     assert!(matches!(
-        b.claim_fill(&d2, Duration::from_secs(10)).await.unwrap(),
+        b.claim_fill("docker.io", &d2, Duration::from_secs(10))
+            .await
+            .unwrap(),
         FillClaim::Owner(_)
     ));
     assert!(started.elapsed() < Duration::from_secs(2));
