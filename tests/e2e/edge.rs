@@ -291,3 +291,80 @@ fn a_hanging_upstream_does_not_stall_the_same_digest_through_another() {
         gets
     );
 }
+
+/// Starts `n` blob downloads at once, `paths[i]` on `addrs[i % addrs.len()]`; returns each
+/// answer's status and body length.
+fn parallel_gets(addrs: &[String], paths: &[String]) -> Vec<(u16, u64)> {
+    let threads: Vec<_> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (addr, p) = (addrs[i % addrs.len()].clone(), p.clone());
+            std::thread::spawn(move || {
+                let r = http::raw_get(&addr, &p).expect("blob GET");
+                (r.status, r.body.len() as u64)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Four 20 MiB blobs registered on a fake upstream; their `/v2/...` paths.
+fn four_blobs(up: &FaultyUpstream) -> Vec<String> {
+    (0..4)
+        .map(|seed| {
+            let d = up.add_pattern_blob(100 + seed, 20 * MIB);
+            format!("/v2/library/big/blobs/{d}")
+        })
+        .collect()
+}
+
+fn assert_within_quota_plus_one(answers: &[(u16, u64)]) {
+    let sent: u64 = answers.iter().filter(|a| a.0 == 200).map(|a| a.1).sum();
+    assert!(
+        sent <= 30 * MIB + 20 * MIB,
+        "{} MiB sent on a 30 MiB quota: {answers:?}",
+        sent / MIB
+    );
+    assert!(answers.iter().any(|a| a.0 == 200), "{answers:?}");
+    assert!(answers.iter().any(|a| a.0 == 429), "{answers:?}");
+}
+
+/// Four 20 MiB downloads started at once from one address on a 30 MiB byte quota: each is
+/// reserved in full before its first byte, so at most the quota plus one blob goes out.
+#[test]
+fn byte_quotas_hold_under_parallel_downloads() {
+    let up = FaultyUpstream::start();
+    let paths = four_blobs(&up);
+    let ferry = Ferry::builder()
+        .upstream("docker.io", &up)
+        .set("access.quotas.anonymous.bytes", "30MiB/1h")
+        .start();
+    let answers = parallel_gets(&[ferry.host()], &paths);
+    assert_within_quota_plus_one(&answers);
+    let r = http::raw_get(&ferry.host(), &paths[0]).unwrap();
+    assert_eq!(r.status, 429);
+    assert!(r.text().contains("download quota used up"), "{}", r.text());
+}
+
+/// The same over two replicas that share the quota through a real redis-server: the
+/// reservation is one atomic Redis script, so the replicas cannot both spend what is left.
+#[test]
+fn byte_quotas_hold_under_parallel_downloads_over_two_replicas() {
+    let redis = RedisServer::start();
+    let up = FaultyUpstream::start();
+    let paths = four_blobs(&up);
+    let replica = || {
+        Ferry::builder()
+            .upstream("docker.io", &up)
+            .set("access.quotas.anonymous.bytes", "30MiB/1h")
+            .set("redis.url", redis.url())
+            .start()
+    };
+    let (a, b) = (replica(), replica());
+    let answers = parallel_gets(&[a.host(), b.host()], &paths);
+    assert_within_quota_plus_one(&answers);
+    assert_eq!(redis.keys("ferry:access:bytes:*").len(), 1);
+}

@@ -71,6 +71,8 @@ pub struct Grant {
     meter: Option<Meter>,
     permit: Option<Permit>,
     miss_denial: Option<Denial>,
+    /// Bytes reserved against the byte quotas ([`Grant::reserve`]).
+    reserved: Option<u64>,
 }
 
 impl Grant {
@@ -82,6 +84,7 @@ impl Grant {
             meter: None,
             permit: None,
             miss_denial: None,
+            reserved: None,
         }
     }
 
@@ -99,6 +102,7 @@ impl Grant {
             meter,
             permit,
             miss_denial,
+            reserved: None,
         }
     }
 
@@ -122,15 +126,38 @@ impl Grant {
         }
     }
 
+    /// Reserves a body of `len` bytes against the byte quotas (and, for a `Miss`, the
+    /// cache-miss byte quota) before its first byte is sent: `Err` when the client is already
+    /// over one (answer the denial instead of the body). A client within its quota may start
+    /// one download that overruns it; downloads it starts in parallel are refused, on this
+    /// replica and on every replica sharing Redis, so the quota holds to within one body.
+    /// [`Grant::meter`] gives back what was not sent; a body that is never metered (a
+    /// redirect to the object store) keeps its whole reservation.
+    pub async fn reserve(&mut self, len: u64, outcome: CacheOutcome) -> Result<(), Denial> {
+        let Some(m) = self
+            .meter
+            .as_ref()
+            .filter(|_| outcome != CacheOutcome::None)
+        else {
+            return Ok(());
+        };
+        let miss = outcome == CacheOutcome::Miss;
+        crate::quota::reserve(&m.store, &m.tier, &m.subject, len, miss).await?;
+        self.reserved = Some(len);
+        Ok(())
+    }
+
     /// Wraps a response body: counts its bytes against the byte quotas (and, for a `Miss`,
     /// the cache-miss quotas), throttles blob bytes to the bandwidth cap, and holds the
-    /// concurrency slot until the body ends or is dropped. A body in progress is never cut:
-    /// a client that goes over is refused on its next request.
+    /// concurrency slot until the body ends or is dropped. A body in progress is never cut.
+    /// A reserved body ([`Grant::reserve`]) is not counted again; what it did not send is
+    /// given back when it ends or is dropped.
     pub fn meter<S, E>(self, body: S, outcome: CacheOutcome) -> Metered<S>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
     {
         let meter = self.meter.filter(|_| outcome != CacheOutcome::None);
-        Metered::new(body, meter, outcome == CacheOutcome::Miss, self.permit)
+        let miss = outcome == CacheOutcome::Miss;
+        Metered::new(body, meter, miss, self.reserved, self.permit)
     }
 }

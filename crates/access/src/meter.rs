@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::grant::Meter;
 use crate::quota::concurrency::Permit;
-use crate::quota::{Store, debits, throttle};
+use crate::quota::{Store, debits, refunds, throttle};
 
 /// Bytes gathered before they are sent to Redis.
 pub const FLUSH_BYTES: u64 = 1 << 20;
@@ -43,6 +43,8 @@ impl<S> std::fmt::Debug for Metered<S> {
 struct Accounting {
     meter: Meter,
     miss: bool,
+    /// Bytes reserved before the body started, and how many of them were sent.
+    reserved: Option<(u64, u64)>,
     pending: u64,
     miss_requests: u64,
     flushed_at: Instant,
@@ -54,6 +56,7 @@ impl<S> Metered<S> {
         body: S,
         meter: Option<Meter>,
         miss: bool,
+        reserved: Option<u64>,
         permit: Option<Permit>,
     ) -> Metered<S> {
         let acct = meter.map(|meter| {
@@ -64,6 +67,7 @@ impl<S> Metered<S> {
             let mut a = Accounting {
                 meter,
                 miss,
+                reserved: reserved.map(|r| (r, 0)),
                 pending: 0,
                 miss_requests: u64::from(miss),
                 flushed_at: Instant::now(),
@@ -91,7 +95,10 @@ impl<S> Metered<S> {
 impl Accounting {
     /// Counts a chunk; returns how long to hold it back.
     fn chunk(&mut self, n: usize) -> Duration {
-        self.pending += n as u64;
+        match &mut self.reserved {
+            Some((_, sent)) => *sent += n as u64,
+            None => self.pending += n as u64,
+        }
         if self.pending >= self.flush_bytes.max(1) || self.flushed_at.elapsed() >= FLUSH_EVERY {
             self.flush();
         }
@@ -125,6 +132,18 @@ impl Drop for Accounting {
     fn drop(&mut self) {
         if self.pending > 0 || self.miss_requests > 0 {
             self.flush();
+        }
+        if let Some((reserved, sent)) = self.reserved.take() {
+            let m = &self.meter;
+            let ops = refunds(
+                &m.tier,
+                &m.subject,
+                reserved.saturating_sub(sent),
+                self.miss,
+            );
+            if !ops.is_empty() {
+                m.store.debit_detached(ops);
+            }
         }
     }
 }

@@ -222,7 +222,7 @@ async fn manifest(
     t: &Target,
     r: &Reference,
     head: bool,
-    grant: Grant,
+    mut grant: Grant,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     if app.mirror.manifest_needs_upstream(t, r).await? {
@@ -234,6 +234,10 @@ async fn manifest(
     let body = if head {
         Body::empty()
     } else {
+        grant
+            .reserve(m.bytes.len() as u64, cache_outcome(a.outcome))
+            .await
+            .map_err(|e| refused(app, e))?;
         let once = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(
             m.bytes.clone(),
         )));
@@ -283,7 +287,7 @@ async fn blob(
     t: &Target,
     d: &Digest,
     headers: &HeaderMap,
-    grant: Grant,
+    mut grant: Grant,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -292,6 +296,13 @@ async fn blob(
     }
     let a = app.mirror.blob(t, d, range, true).await?;
     log.outcome = Some(a.outcome);
+    // The whole length is reserved before the first byte (a redirect counts it too, at
+    // redirect time): parallel downloads cannot all start on one remaining allowance.
+    let len = a.range.map_or(a.size, |r| r.len());
+    grant
+        .reserve(len, cache_outcome(a.outcome))
+        .await
+        .map_err(|e| refused(app, e))?;
     let stream = match a.body {
         BlobBody::Redirect(url) => {
             return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());

@@ -1,6 +1,6 @@
 -- ferry: a batch of GCRA operations over KEYS, atomic (see src/quota/gcra.rs for the model).
 -- ARGV holds four values per key: interval_us, tolerance_us, cost, mode
--- (take | require | peek | debit). Time is the Redis server's, so replicas agree.
+-- (take | require | peek | debit | reserve | refund). Time is the Redis server's, so replicas agree.
 -- Returns two integers per key: allowed (1/0) and the wait in microseconds.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -13,8 +13,11 @@ for i = 1, #KEYS do
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
   local new = tat + cost * interval
+  if mode == 'refund' then new = math.max(now, tat - cost * interval) end
   local allowed, wait = 1, 0
-  if mode == 'take' and new - now > tolerance then
+  if mode == 'reserve' and tat - now > tolerance then
+    allowed, wait = 0, tat - now - tolerance
+  elseif mode == 'take' and new - now > tolerance then
     allowed, wait = 0, new - now - tolerance
   elseif (mode == 'require' or mode == 'peek') and new - now > tolerance then
     allowed, wait = 0, new - now - tolerance
@@ -28,7 +31,7 @@ for i = 1, #KEYS do
 end
 for i = 1, #KEYS do
   local mode = ARGV[4 * i]
-  if mode == 'debit' or (mode == 'take' and ok) then
+  if mode == 'debit' or mode == 'refund' or ((mode == 'take' or mode == 'reserve') and ok) then
     local ttl = math.ceil((news[i] - now) / 1000) + 1000
     redis.call('SET', KEYS[i], string.format('%.0f', news[i]), 'PX', ttl)
   end

@@ -8,13 +8,18 @@
 //! its allowance. Each unit costs `interval = window / amount`; a request is within the limit
 //! while `TAT - now <= window`.
 //!
-//! Four operations share that state:
+//! Six operations share that state:
 //! - `Take` (requests): add the cost if it stays within the limit, else refuse and keep state;
 //! - `Require`: refuse if the cost would not fit, but add nothing (bytes before a request, with
 //!   cost 0: refused while the client is over; failed logins, with cost 1);
 //! - `Peek`: like `Require` but never blocks the batch (for cache-miss quotas, reported aside);
 //! - `Debit` (bytes after they were sent, bandwidth): add the cost unconditionally, so a
-//!   download in progress is never cut and its excess is paid for by waiting afterwards.
+//!   download in progress is never cut and its excess is paid for by waiting afterwards;
+//! - `Reserve` (a download's whole length before its first byte): refuse while the client is
+//!   already over, else add the whole cost, so parallel downloads cannot all start on the same
+//!   remaining allowance (at most one download can overrun it);
+//! - `Refund` (the unsent rest of a reservation): move the TAT back by the cost, never below
+//!   now.
 //!
 //! A batch is all-or-nothing: its `Take`s are stored only if no `Take` or `Require` refused.
 
@@ -48,6 +53,10 @@ pub(crate) enum Mode {
     Peek,
     /// Consume unconditionally; the verdict's wait is how far over the limit it went.
     Debit,
+    /// Consume the whole cost if not over the limit before it (refuse otherwise).
+    Reserve,
+    /// Give back the cost.
+    Refund,
 }
 
 impl Mode {
@@ -58,6 +67,8 @@ impl Mode {
             Mode::Require => "require",
             Mode::Peek => "peek",
             Mode::Debit => "debit",
+            Mode::Reserve => "reserve",
+            Mode::Refund => "refund",
         }
     }
 }
@@ -96,8 +107,14 @@ pub(crate) fn evaluate(
     let mut ok = true;
     for (op, tat) in ops.iter().zip(tats) {
         let tat = tat.unwrap_or(now).max(now);
-        let new = tat + op.cost * op.params.interval;
+        let new = match op.mode {
+            Mode::Refund => (tat - op.cost * op.params.interval).max(now),
+            _ => tat + op.cost * op.params.interval,
+        };
         let (allowed, wait) = match op.mode {
+            Mode::Reserve if tat - now > op.params.tolerance => {
+                (false, tat - now - op.params.tolerance)
+            }
             Mode::Take if new - now > op.params.tolerance => {
                 (false, new - now - op.params.tolerance)
             }
@@ -120,7 +137,11 @@ pub(crate) fn evaluate(
         .iter()
         .zip(news)
         .enumerate()
-        .filter(|(_, (op, _))| op.mode == Mode::Debit || (op.mode == Mode::Take && ok))
+        .filter(|(_, (op, _))| match op.mode {
+            Mode::Debit | Mode::Refund => true,
+            Mode::Take | Mode::Reserve => ok,
+            Mode::Require | Mode::Peek => false,
+        })
         .map(|(i, (_, new))| (i, new))
         .collect();
     (verdicts, stores)
@@ -201,6 +222,37 @@ mod tests {
         let v = run(&mut tat, 1.0, &require);
         assert!(!v.allowed);
         assert_eq!(v.wait_us, 30.0 * SEC - 1.0);
+    }
+
+    #[test]
+    fn reserve_admits_while_not_over_then_refund_gives_back_the_rest() {
+        let mut tat = None;
+        let reserve = |cost| op(Mode::Reserve, cost, 30, 3600.0);
+        // A fresh client may start one download bigger than its whole allowance...
+        assert!(run(&mut tat, 0.0, &reserve(20.0)).allowed);
+        assert!(
+            run(&mut tat, 0.0, &reserve(20.0)).allowed,
+            "10 left: it starts"
+        );
+        // ...but once over, no parallel download starts.
+        let v = run(&mut tat, 0.0, &reserve(20.0));
+        assert!(!v.allowed);
+        assert_eq!(v.wait_us, 10.0 * 120.0 * SEC, "10 units over at 120 s each");
+        // The unsent 15 of the second download come back.
+        run(&mut tat, 0.0, &op(Mode::Refund, 15.0, 30, 3600.0));
+        assert!(run(&mut tat, 0.0, &reserve(1.0)).allowed);
+        // A refund never moves the TAT before now.
+        run(&mut tat, 0.0, &op(Mode::Refund, 1000.0, 30, 3600.0));
+        assert_eq!(tat, Some(0.0));
+    }
+
+    #[test]
+    fn a_refused_reserve_commits_nothing_in_its_batch() {
+        let take = op(Mode::Take, 1.0, 10, 60.0);
+        let reserve = op(Mode::Reserve, 5.0, 1, 60.0);
+        let (v, stores) = evaluate(0.0, &[take, reserve], &[None, Some(120.0 * SEC)]);
+        assert!(v[0].allowed && !v[1].allowed);
+        assert!(stores.is_empty());
     }
 
     #[test]

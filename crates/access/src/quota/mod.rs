@@ -290,6 +290,58 @@ fn over_quota(kind: &str, l: &Limit, v: &Verdict, tier: &Tier, subject: &str) ->
     Denial::too_many(reason, subject.to_owned(), msg, retry)
 }
 
+/// Reserves a download of `bytes` for `subject` (and of cache-miss bytes for a miss) before
+/// its first byte, in one atomic batch: refused while the client is already over its byte
+/// quota, so parallel downloads cannot all start on what is left.
+pub(crate) async fn reserve(
+    store: &Store,
+    tier: &Tier,
+    subject: &str,
+    bytes: u64,
+    miss: bool,
+) -> Result<(), Denial> {
+    let mut what = Vec::with_capacity(2);
+    let mut ops = Vec::with_capacity(2);
+    for (limit, kind) in [(&tier.bytes, "bytes"), (&tier.miss_bytes, "miss_bytes")] {
+        if let Some(l) = limit.as_ref().filter(|_| kind == "bytes" || miss) {
+            ops.push(Op {
+                key: l.key(kind, subject),
+                params: l.params(),
+                cost: bytes as f64,
+                mode: Mode::Reserve,
+            });
+            what.push((kind, l.clone()));
+        }
+    }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let verdicts = store.run(&ops).await;
+    match what.iter().zip(&verdicts).find(|(_, v)| !v.allowed) {
+        Some(((kind, l), v)) => Err(over_quota(kind, l, v, tier, subject)),
+        None => Ok(()),
+    }
+}
+
+/// The refunds of `bytes` reserved and not sent.
+pub(crate) fn refunds(tier: &Tier, subject: &str, bytes: u64, miss: bool) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (limit, kind) in [(&tier.bytes, "bytes"), (&tier.miss_bytes, "miss_bytes")] {
+        if let Some(l) = limit
+            .as_ref()
+            .filter(|_| bytes > 0 && (kind == "bytes" || miss))
+        {
+            ops.push(Op {
+                key: l.key(kind, subject),
+                params: l.params(),
+                cost: bytes as f64,
+                mode: Mode::Refund,
+            });
+        }
+    }
+    ops
+}
+
 /// The debits of `bytes` served, of one more miss request, for `subject`.
 pub(crate) fn debits(
     tier: &Tier,

@@ -158,3 +158,23 @@ async fn throttle_spreads_bytes_over_time() {
     let expected = 1.0 + 1.0 / 16.0 - 0.1;
     assert!((wait.as_secs_f64() - expected).abs() < 0.01, "{wait:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn reservations_admit_one_overrun_and_refunds_give_back_the_rest() {
+    let store = Store::Local(Arc::new(LocalStore::default()));
+    let t = tier(QuotaTier {
+        bytes: rate("30MiB/1h"),
+        miss_bytes: rate("100MiB/1h"),
+        ..Default::default()
+    });
+    let mib = 1 << 20;
+    reserve(&store, &t, "s", 20 * mib, true).await.unwrap();
+    reserve(&store, &t, "s", 20 * mib, true).await.unwrap();
+    let d = reserve(&store, &t, "s", 20 * mib, false).await.unwrap_err();
+    assert_eq!(d.reason, reason::QUOTA_BYTES);
+    // The second download stopped after 5 MiB: its 15 unsent MiB come back (25 of 30 used),
+    // so one more download starts, and overruns by 1 MiB.
+    store.run(&refunds(&t, "s", 15 * mib, true)).await;
+    reserve(&store, &t, "s", 6 * mib, false).await.unwrap();
+    assert!(reserve(&store, &t, "s", mib, false).await.is_err());
+}
