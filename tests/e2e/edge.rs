@@ -368,3 +368,164 @@ fn byte_quotas_hold_under_parallel_downloads_over_two_replicas() {
     assert_within_quota_plus_one(&answers);
     assert_eq!(redis.keys("ferry:access:bytes:*").len(), 1);
 }
+
+/// One raw HTTP/1.x request with exactly the head given (no header added).
+fn raw_head(addr: &str, head: &str) -> String {
+    let mut s = connect(addr);
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn challenge_of(r: &http::RawResponse) -> String {
+    r.header("www-authenticate")
+        .unwrap_or_else(|| panic!("a {} without WWW-Authenticate: {}", r.status, r.text()))
+        .to_owned()
+}
+
+/// RFC 9112 section 3.2: an HTTP/1.1 request has exactly one Host header; HTTP/1.0 may have
+/// none.
+#[test]
+fn http11_requests_need_exactly_one_host_header() {
+    let upstream = Registry::start();
+    let ferry = Ferry::for_registry(&upstream);
+    let addr = ferry.host();
+    let two = raw_head(
+        &addr,
+        "GET /v2/ HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+    );
+    assert!(two.starts_with("HTTP/1.1 400 "), "{two}");
+    assert!(two.contains("exactly one Host header"), "{two}");
+    let none = raw_head(&addr, "GET /v2/ HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(none.starts_with("HTTP/1.1 400 "), "{none}");
+    let old = raw_head(&addr, "GET /v2/ HTTP/1.0\r\n\r\n");
+    assert!(
+        old.starts_with("HTTP/1.0 200 ") || old.starts_with("HTTP/1.1 200 "),
+        "{old}"
+    );
+}
+
+/// Every 401 names a way to authenticate: when the upstream refuses ferry's own credentials
+/// (and the message says so), and on a refused token request.
+#[test]
+fn every_401_carries_a_challenge() {
+    let upstream = Registry::builder()
+        .basic_auth(&[("ci", "right-password")])
+        .start();
+    let ferry = Ferry::builder()
+        .upstream_with(
+            "docker.io",
+            &upstream,
+            serde_json::json!({"username": "ci", "password": "wrong-password"}),
+        )
+        .set("access.users.alice.password", "alice-secret-1")
+        .start();
+    let addr = ferry.host();
+    let r = http::raw_get(&addr, "/v2/library/hello/manifests/1").unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(challenge_of(&r).starts_with("Bearer realm="), "{r:?}");
+
+    let token = http::raw_get(&addr, "/token?service=ferry").unwrap();
+    let bearer = token.text();
+    let token: serde_json::Value = serde_json::from_str(&bearer).expect(&bearer);
+    let auth = format!("Bearer {}", token["token"].as_str().unwrap());
+    let r = http::raw_request(
+        &addr,
+        "GET",
+        "/v2/library/hello/manifests/1",
+        &[("Authorization", &auth)],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("rejected the credentials configured in upstreams.docker.io"),
+        "{}",
+        r.text()
+    );
+    assert!(challenge_of(&r).starts_with("Bearer realm="));
+
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:wrong")
+    );
+    let r = http::raw_request(
+        &addr,
+        "GET",
+        "/token?service=ferry",
+        &[("Authorization", &basic)],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(challenge_of(&r), "Basic realm=\"ferry\"");
+}
+
+/// The token realm in challenges: from `X-Forwarded-Proto`/`-Host` of a trusted proxy (an
+/// HTTPS load balancer), never from an untrusted peer's headers, never changed by a Host
+/// header once `server.external_url` is set, and never echoing a malformed host.
+#[test]
+fn the_token_realm_follows_trusted_proxies_only() {
+    let upstream = Registry::start();
+    let users = serde_json::json!({"alice": {"password": "alice-secret-1"}});
+    let lb = Ferry::builder()
+        .upstream("docker.io", &upstream)
+        .set("access.users", users.clone())
+        .set(
+            "access.trusted_proxies",
+            serde_json::json!(["127.0.0.1/32"]),
+        )
+        .start();
+    let forwarded = [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "mirror.example.com"),
+    ];
+    let realm = |ferry: &Ferry, headers: &[(&str, &str)]| {
+        let r = http::raw_request(&ferry.host(), "GET", "/v2/", headers, &[]).unwrap();
+        assert_eq!(r.status, 401);
+        challenge_of(&r)
+    };
+    assert!(
+        realm(&lb, &forwarded).starts_with("Bearer realm=\"https://mirror.example.com/token\""),
+        "{}",
+        realm(&lb, &forwarded)
+    );
+
+    let direct = Ferry::builder()
+        .upstream("docker.io", &upstream)
+        .set("access.users", users.clone())
+        .start();
+    let r = realm(&direct, &forwarded);
+    assert!(
+        r.starts_with(&format!("Bearer realm=\"http://{}/token\"", direct.host())),
+        "{r}"
+    );
+    let injected = raw_head(
+        &direct.host(),
+        "GET /v2/ HTTP/1.1\r\nHost: evil\",x=\"y\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        injected.contains("realm=\"http://localhost/token\""),
+        "{injected}"
+    );
+
+    let fixed = Ferry::builder()
+        .upstream("docker.io", &upstream)
+        .set("access.users", users)
+        .set(
+            "access.trusted_proxies",
+            serde_json::json!(["127.0.0.1/32"]),
+        )
+        .set("server.external_url", "https://registry.example.org")
+        .start();
+    let r = raw_head(
+        &fixed.host(),
+        "GET /v2/ HTTP/1.1\r\nHost: attacker.example\r\nX-Forwarded-Host: attacker.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        r.contains("realm=\"https://registry.example.org/token\""),
+        "{r}"
+    );
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::http::{raw_get, raw_request};
+use crate::support::http::{RawResponse, raw_get, raw_request};
 use crate::support::s3::S3;
 use crate::support::*;
 
@@ -245,6 +245,25 @@ fn a_local_tier_serves_hot_blobs_from_disk() {
     );
 }
 
+/// A storage error answers `UNAVAILABLE` with a request id and nothing internal: no endpoint,
+/// bucket or key; the log line with the same id has the detail.
+fn assert_storage_error_reveals_nothing(ferry: &Ferry, s3: &S3, got: &RawResponse) {
+    let body = got.text();
+    assert_eq!(got.status, 503, "{body}");
+    assert!(body.contains("\"UNAVAILABLE\""), "{body}");
+    for secret in [s3.endpoint(), s3.port().to_string(), s3.bucket().to_owned()] {
+        assert!(!body.contains(&secret), "{secret:?} leaked: {body}");
+    }
+    let id = got.header("x-request-id").expect("x-request-id").to_owned();
+    assert!(body.contains(&format!("request id {id}")), "{body}");
+    wait_until(Duration::from_secs(5), "the detail in the log", || {
+        ferry
+            .log()
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("request failed inside ferry"))
+    });
+}
+
 #[test]
 fn a_store_outage_is_a_clear_5xx_and_leaves_nothing_corrupt() {
     let Some(mut s3) = S3::start_or_skip() else {
@@ -293,6 +312,7 @@ fn a_store_outage_is_a_clear_5xx_and_leaves_nothing_corrupt() {
         got.text()
     );
     assert!(got.text().contains("storage"), "{}", got.text());
+    assert_storage_error_reveals_nothing(&ferry, &s3, &got);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "{:?}",

@@ -78,6 +78,25 @@ impl Access {
         self.state.load().policy.proxies.client_ip(peer, headers)
     }
 
+    /// Whether `peer` is a trusted proxy (`access.trusted_proxies`), whose `X-Forwarded-*`
+    /// headers are believed.
+    pub fn trusts_proxy(&self, peer: IpAddr) -> bool {
+        self.state.load().policy.proxies.trusts(peer.to_canonical())
+    }
+
+    /// The `WWW-Authenticate` challenge for a 401 that access control did not produce (an
+    /// upstream that refused ferry's credentials, a refused token request): ferry's token
+    /// service when logins are possible, else a plain Basic challenge (RFC 7235 wants one on
+    /// every 401).
+    pub fn challenge(&self, realm: &str) -> String {
+        let st = self.state.load();
+        if st.policy.logins() {
+            challenge(realm, st.policy.signer.service(), None, None)
+        } else {
+            "Basic realm=\"ferry\"".to_owned()
+        }
+    }
+
     /// Decides a request: client networks, repository lists, login, then concurrency, byte
     /// and request quotas. With no users, no lists and no quotas this does no work at all.
     pub async fn check(&self, req: &RequestInfo<'_>) -> Result<Grant, Denial> {

@@ -18,6 +18,9 @@ pub struct ApiError {
     pub status: Option<StatusCode>,
     /// Extra headers.
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// What went wrong inside (store URLs, buckets, keys, paths): logged with the request id,
+    /// never sent to the client ([`ApiError::logged`]).
+    pub internal: Option<String>,
 }
 
 impl ApiError {
@@ -27,6 +30,47 @@ impl ApiError {
             error: OciError::new(code, message),
             status: None,
             headers: Vec::new(),
+            internal: None,
+        }
+    }
+
+    /// A failure of the cache storage: `UNAVAILABLE` (503) with a short message; `detail`
+    /// goes to the log only.
+    pub fn storage(detail: String) -> Self {
+        let mut e = ApiError::new(
+            ErrorCode::Unavailable,
+            "the mirror's cache storage is unavailable; retry later",
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE);
+        e.internal = Some(detail);
+        e
+    }
+
+    /// Logs the internal detail of this error, if any, with `request_id`, and names the id in
+    /// the message the client sees, so an operator can find the log line.
+    pub fn logged(mut self, request_id: &str) -> Self {
+        if let Some(detail) = self.internal.take() {
+            tracing::error!(request_id, error = %detail, "request failed inside ferry");
+            self.error.message = format!("{} (request id {request_id})", self.error.message);
+        }
+        self
+    }
+
+    /// A 400 with the `UNSUPPORTED` code: a request ferry cannot read as the protocol says.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST)
+    }
+
+    /// Adds `WWW-Authenticate: <challenge()>` to a 401 that has none.
+    pub fn challenged(self, challenge: impl FnOnce() -> String) -> Self {
+        let has = self
+            .headers
+            .iter()
+            .any(|(k, _)| k == header::WWW_AUTHENTICATE);
+        if self.status() == StatusCode::UNAUTHORIZED && !has {
+            self.with_header(header::WWW_AUTHENTICATE, challenge())
+        } else {
+            self
         }
     }
 
@@ -131,10 +175,7 @@ impl From<MirrorError> for ApiError {
         match e {
             MirrorError::Route(r) => r.into(),
             MirrorError::Upstream(u) => u.into(),
-            MirrorError::Storage(m) => {
-                tracing::error!(error = %m, "cache storage failed");
-                ApiError::new(ErrorCode::Unknown, format!("cache storage failed: {m}"))
-            }
+            MirrorError::Storage(m) => ApiError::storage(m),
             MirrorError::Range { size, message } => ApiError::new(ErrorCode::RangeInvalid, message)
                 .with_header(header::CONTENT_RANGE, format!("bytes */{size}")),
             e @ MirrorError::Fill { .. } => ApiError::new(ErrorCode::Unavailable, e.to_string())

@@ -36,6 +36,8 @@ pub struct RequestLog {
     pub outcome: Option<Outcome>,
     /// Logged-in user, if any.
     pub user: Option<String>,
+    /// A random id, in the log line and the `X-Request-Id` response header.
+    pub request_id: String,
 }
 
 impl RequestLog {
@@ -58,11 +60,15 @@ impl RequestLog {
             repository: String::new(),
             outcome: None,
             user: None,
+            request_id: format!("{:016x}", rand::random::<u64>()),
         }
     }
 
     /// Counts the response head and arranges for the log line when its body ends.
-    pub fn finish(self, resp: Response) -> Response {
+    pub fn finish(self, mut resp: Response) -> Response {
+        if let Ok(v) = http::HeaderValue::from_str(&self.request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
         let status = resp.status().as_u16();
         self.metrics
             .http_duration
@@ -113,6 +119,7 @@ impl RequestLog {
         }
         tracing::info!(
             target: "ferry::request",
+            request_id = %self.request_id,
             client = %self.client,
             user = self.user.as_deref().unwrap_or("-"),
             method,

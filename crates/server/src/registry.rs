@@ -3,11 +3,10 @@
 //! Only GET and HEAD are served (ferry is a read-only mirror). Every answer carries
 //! `Docker-Distribution-API-Version: registry/2.0`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use ferry_access::{CacheOutcome, Grant, RequestInfo, TargetKind};
 use ferry_metrics::ReasonLabels;
@@ -18,9 +17,9 @@ use futures_util::StreamExt;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
-use crate::App;
 use crate::error::ApiError;
 use crate::observe::RequestLog;
+use crate::{App, peer_ip, request_host};
 
 const API_VERSION: &str = "docker-distribution-api-version";
 
@@ -46,28 +45,6 @@ fn parse_query(q: Option<&str>) -> Query {
         }
     }
     out
-}
-
-/// The client address from the accept loop (unspecified in in-process tests).
-pub fn peer_ip(req: &Parts) -> SocketAddr {
-    req.extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), |c| {
-            c.0
-        })
-}
-
-/// The host the client addressed (`:authority` or `Host`).
-fn request_host(req: &Parts) -> Option<String> {
-    req.uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
 }
 
 fn route_label(r: &Result<Route<'_>, route::RouteError>) -> &'static str {
@@ -99,7 +76,15 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         route_label(&parsed),
     );
     let result = dispatch(&app, &req, parsed, &mut log).await;
-    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    let mut resp = match result {
+        Ok(resp) => resp,
+        // RFC 7235: every 401 names a way to authenticate, also when it is the upstream that
+        // refused ferry's credentials.
+        Err(e) => e
+            .challenged(|| app.access.challenge(&app.token_realm(&req)))
+            .logged(&log.request_id)
+            .into_response(),
+    };
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     log.finish(resp)

@@ -10,13 +10,19 @@ use axum::response::{IntoResponse, Response};
 use ferry_metrics::ReasonLabels;
 use http::{Method, StatusCode, header};
 
-use crate::App;
 use crate::error::ApiError;
 use crate::observe::RequestLog;
-use crate::registry::peer_ip;
+use crate::{App, peer_ip};
 
 /// Largest token request body read.
 const MAX_FORM: usize = 16 * 1024;
+
+/// Longest time a token request body may take to arrive (the connection's head timeout does
+/// not run while a request is in progress).
+const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The challenge of a refused token request: the token endpoint itself takes Basic.
+const TOKEN_CHALLENGE: &str = "Basic realm=\"ferry\"";
 
 /// The token endpoint handler.
 pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
@@ -30,16 +36,20 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         "token",
     );
     let result = if parts.method == Method::POST {
-        match axum::body::to_bytes(body, MAX_FORM).await {
-            Ok(form) => app.access.token_form(ip, &form).await,
+        match tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, MAX_FORM)).await {
+            Ok(Ok(form)) => app.access.token_form(ip, &form).await,
+            Ok(Err(_)) => {
+                let e = ApiError::bad_request(format!(
+                    "token request body too large (at most {MAX_FORM} bytes)"
+                ));
+                return log.finish(e.into_response());
+            }
             Err(_) => {
-                return log.finish(
-                    ApiError::new(
-                        ferry_oci::ErrorCode::Unsupported,
-                        "token request body too large",
-                    )
-                    .into_response(),
-                );
+                let e = ApiError::bad_request(format!(
+                    "token request body did not arrive within {} s",
+                    FORM_TIMEOUT.as_secs()
+                ));
+                return log.finish(e.into_response());
             }
         }
     } else {
@@ -60,7 +70,9 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
                 .get_or_create(&ReasonLabels { reason: d.reason })
                 .inc();
             tracing::info!(subject = %d.subject, reason = d.reason, "token request refused");
-            ApiError::from(d).into_response()
+            ApiError::from(d)
+                .challenged(|| TOKEN_CHALLENGE.to_owned())
+                .into_response()
         }
     };
     log.finish(resp)

@@ -329,6 +329,18 @@ impl Client {
                     message
                 },
             },
+            StatusCode::UNAUTHORIZED if !self.accounts.is_empty() => UpstreamError::Unauthorized {
+                message: format!(
+                    "the upstream rejected the credentials configured in upstreams.{name} \
+                     (username/password or accounts){}",
+                    if message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {message}")
+                    }
+                ),
+                upstream: name,
+            },
             StatusCode::UNAUTHORIZED => UpstreamError::Unauthorized {
                 upstream: name,
                 message,
@@ -367,8 +379,10 @@ impl Client {
         }
     }
 
+    /// No answer. The message names what failed (refused, timed out, TLS) but not the URL,
+    /// which may be an internal address: clients see it.
     pub(crate) fn unreachable(&self, e: &reqwest::Error) -> UpstreamError {
-        let mut message = e.to_string();
+        let mut message = clean(e).to_string();
         let mut src = std::error::Error::source(e);
         while let Some(s) = src {
             message.push_str(": ");
@@ -380,6 +394,16 @@ impl Client {
             message,
         }
     }
+}
+
+/// A reqwest error without its URL.
+fn clean(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(url) = e.url() {
+        msg = msg.replace(&format!(" for url ({url})"), "");
+        msg = msg.replace(url.as_str(), "<upstream>");
+    }
+    msg
 }
 
 fn basic(user: &str, password: &str) -> String {
