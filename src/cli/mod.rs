@@ -52,7 +52,8 @@ enum Command {
         /// Configuration file (YAML).
         file: PathBuf,
     },
-    /// Print (or write) client configuration that points Docker, containerd or Podman at ferry.
+    /// Print (or write) client configuration that points Docker, containerd, Podman, CRI-O,
+    /// BuildKit, k3s/RKE2 or Testcontainers at ferry.
     ClientConfig(client_config::Args),
     /// List what the cache holds, or evict by last-served age or by repository.
     Gc(gc::Args),
