@@ -137,3 +137,48 @@ fn a_write_conflict_prints_ferrys_version() {
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "# my own\n");
 }
+
+/// `skopeo inspect` (without `--raw`) also lists the repository's tags, and containers/image
+/// asks the registry itself for them, never its mirrors: through ferry's Podman drop-in it
+/// fails after ferry answered the manifest. `--no-tags` skips the list (docs/clients.md says
+/// so). The registry is `localhost` (an upstream of ferry under that name; nothing listens on
+/// its ports 443 and 80 here), so the tag request cannot leave the machine, not even as a DNS
+/// lookup. (A name with a port cannot be used: it cannot sit under ferry's path prefix.)
+#[test]
+fn skopeo_inspect_through_a_mirror_needs_no_tags() {
+    use super::routing::podman_registries_conf;
+    use crate::support::clients::{run, skopeo_command};
+    const NAME: &str = "localhost";
+    let registry = Registry::start();
+    let image = push_fixture(&registry, Fixture::single().seed("no-tags"), "org/app:1.0");
+    let ferry = Ferry::builder().upstream(NAME, &registry).start();
+    let dir = client_config(&ferry, "podman", &[]);
+    let generated = std::fs::read_to_string(
+        dir.path()
+            .join("etc/containers/registries.conf.d/ferry.conf"),
+    )
+    .unwrap();
+    assert!(generated.contains(&format!("location = \"{}/{NAME}\"", ferry.host())));
+    let conf = dir.path().join("registries.conf");
+    std::fs::write(&conf, podman_registries_conf(&generated)).unwrap();
+    let reference = format!("docker://{NAME}/org/app:1.0");
+    let inspect = |extra: &[&str]| {
+        let mut cmd = skopeo_command();
+        cmd.arg("--registries-conf")
+            .arg(&conf)
+            .arg("inspect")
+            .args(extra)
+            .arg(&reference);
+        run(cmd)
+    };
+    let out = inspect(&[]);
+    assert!(!out.success, "{}", out.stdout);
+    assert!(out.stderr.contains("repository tags"), "{}", out.stderr);
+    assert!(out.stderr.contains("localhost"), "{}", out.stderr);
+    let manifest = format!("/v2/{NAME}/org/app/manifests/1.0");
+    assert!(ferry.log().contains(&manifest), "{}", ferry.log());
+    let out = inspect(&["--no-tags"]);
+    assert!(out.success, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["Digest"], image.digest, "{}", out.stdout);
+}

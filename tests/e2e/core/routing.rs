@@ -232,7 +232,7 @@ pub(super) fn client_config(ferry: &Ferry, client: &str, extra: &[&str]) -> temp
 /// Turns the generated Podman drop-in into a complete registries.conf for a test: each
 /// registry's own `location` (the direct fallback) becomes a dead loopback port, short names
 /// resolve on docker.io, and the other public registries are dead ends too.
-fn podman_registries_conf(generated: &str) -> String {
+pub(super) fn podman_registries_conf(generated: &str) -> String {
     let mut text = String::from(
         "unqualified-search-registries = [\"docker.io\"]\nshort-name-mode = \"permissive\"\n",
     );
