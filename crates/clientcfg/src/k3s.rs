@@ -67,6 +67,36 @@ fn generate(
     dist: &str,
 ) -> Result<ClientConfig, Error> {
     let plan = target.plan()?;
+    let body = registries_yaml(&plan);
+    let lines = [
+        format!("/{path}: {dist} turns it into containerd registry configuration at start,"),
+        "so restart the node's service after a change. containerd asks ferry first, adding"
+            .to_owned(),
+        "?ns=<registry> to each request (ferry routes on it; no rewrite is needed), then the"
+            .to_owned(),
+        "registry itself unless disable-default-registry-endpoint is set.".to_owned(),
+    ];
+    let mut contents = crate::header(client, &plan.mirror, &lines);
+    contents.push_str(&body);
+    let snippets = if plan.direct_fallback {
+        Vec::new()
+    } else {
+        vec![no_fallback_snippet(dist)]
+    };
+    Ok(ClientConfig {
+        client,
+        files: vec![GeneratedFile {
+            path: path.into(),
+            contents,
+            on_existing: OnExisting::MergeRegistriesYaml,
+        }],
+        snippets,
+        notes: notes(&plan, path, dist),
+    })
+}
+
+/// The YAML body: ferry as every entry's endpoint, and the CA config when there is one.
+fn registries_yaml(plan: &Plan) -> String {
     let origin = plan.mirror.origin();
     let mirrors = plan
         .entries
@@ -94,33 +124,8 @@ fn generate(
             )
         })
         .collect();
-    let body = serde_saphyr::to_string(&RegistriesYaml { mirrors, configs })
-        .expect("maps of strings serialize");
-    let lines = [
-        format!("/{path}: {dist} turns it into containerd registry configuration at start,"),
-        "so restart the node's service after a change. containerd asks ferry first, adding"
-            .to_owned(),
-        "?ns=<registry> to each request (ferry routes on it; no rewrite is needed), then the"
-            .to_owned(),
-        "registry itself unless disable-default-registry-endpoint is set.".to_owned(),
-    ];
-    let mut contents = crate::header(client, &plan.mirror, &lines);
-    contents.push_str(&body);
-    let snippets = if plan.direct_fallback {
-        Vec::new()
-    } else {
-        vec![no_fallback_snippet(dist)]
-    };
-    Ok(ClientConfig {
-        client,
-        files: vec![GeneratedFile {
-            path: path.into(),
-            contents,
-            on_existing: OnExisting::MergeRegistriesYaml,
-        }],
-        snippets,
-        notes: notes(&plan, path, dist),
-    })
+    serde_saphyr::to_string(&RegistriesYaml { mirrors, configs })
+        .expect("maps of strings serialize")
 }
 
 fn no_fallback_snippet(dist: &str) -> Snippet {

@@ -312,6 +312,21 @@ fn header(client: Client, mirror: &Endpoint, lines: &[String]) -> String {
     out
 }
 
+/// A CA file is an absolute path (clients do not share ferry's working directory) and only
+/// means something for an `https://` ferry.
+fn check_ca_file(ca: Option<&str>, mirror: &Endpoint) -> Result<(), Error> {
+    let reason = match ca {
+        Some(_) if mirror.is_plain_http() => "ferry's URL is plain http://, so no certificate",
+        Some(c) if !c.starts_with('/') => "write an absolute path on the client machine",
+        _ => return Ok(()),
+    };
+    let path = ca.unwrap_or_default().to_owned();
+    Err(Error::InvalidCaFile {
+        path,
+        reason: reason.to_owned(),
+    })
+}
+
 /// Notes shared by every generator: the names that were left out.
 fn skipped_notes(plan: &Plan) -> Vec<String> {
     plan.skipped

@@ -450,7 +450,7 @@ impl Plan {
         if entries.is_empty() {
             return Err(Error::NothingToConfigure { reasons: skipped });
         }
-        check_ca_file(target.ca_file.as_deref(), &mirror)?;
+        crate::check_ca_file(target.ca_file.as_deref(), &mirror)?;
         Ok(Plan {
             mirror,
             entries,
@@ -470,23 +470,6 @@ impl Plan {
             .filter(|u| u.name == name)
             .any(|u| is_docker_hub(&u.name) || u.aliases.iter().any(|a| is_docker_hub(a)))
     }
-}
-
-/// A CA file is an absolute path (clients do not share ferry's working directory) and only
-/// means something for an `https://` ferry.
-fn check_ca_file(ca: Option<&str>, mirror: &Endpoint) -> Result<(), Error> {
-    let Some(ca) = ca else { return Ok(()) };
-    let reason = if mirror.is_plain_http() {
-        "ferry's URL is plain http://, so there is no certificate to verify"
-    } else if !ca.starts_with('/') {
-        "write an absolute path on the client machine (clients do not share your directory)"
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidCaFile {
-        path: ca.to_owned(),
-        reason: reason.to_owned(),
-    })
 }
 
 /// The server a client uses for `name` when it has no configuration.
