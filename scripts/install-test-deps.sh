@@ -6,6 +6,8 @@ set -eu
 
 # "binary package" pairs: a binary that proves the package is installed.
 # podman's vfs stack (test-environment notes section 3.2) is listed piece by piece.
+# A JDK (javac, for `java File.java`) reads the generated .testcontainers.properties with
+# Java's own Properties loader (crates/clientcfg/tests/java_properties.rs).
 REQUIRED="
 docker-registry docker-registry
 skopeo skopeo
@@ -27,6 +29,7 @@ catatonit catatonit
 containerd containerd
 runc runc
 python3 python3
+javac default-jdk-headless
 "
 
 # True when $1 is an absolute path to an executable, or a program on PATH or in an sbin

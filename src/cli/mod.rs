@@ -52,7 +52,8 @@ enum Command {
         /// Configuration file (YAML).
         file: PathBuf,
     },
-    /// Print (or write) client configuration that points Docker, containerd or Podman at ferry.
+    /// Print (or write) client configuration that points Docker, containerd, Podman, CRI-O,
+    /// BuildKit, k3s/RKE2 or Testcontainers at ferry.
     ClientConfig(client_config::Args),
     /// List what the cache holds, or evict by last-served age or by repository.
     Gc(gc::Args),
@@ -67,6 +68,14 @@ enum Command {
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> ExitCode {
+    // `serve` logs the warning through its logger once that is set up.
+    if matches!(
+        cli.command,
+        Command::Sync(_) | Command::CheckConfig { .. } | Command::ClientConfig(_) | Command::Gc(_)
+    ) && let Some(w) = foreign_env_warning()
+    {
+        eprintln!("warning: {w}");
+    }
     match cli.command {
         Command::Serve { config, log_format } => serve::run(config, log_format).await,
         Command::Sync(args) => sync::run(args).await,
@@ -77,6 +86,15 @@ pub async fn run(cli: Cli) -> ExitCode {
         #[cfg(feature = "webhook")]
         Command::Webhook { config } => webhook::run(config).await,
     }
+}
+
+/// The one-line warning about `FERRY_*` variables that are not configuration overrides
+/// (a script's `FERRY_BIN`, Kubernetes service links such as `FERRY_PORT`), if there are any;
+/// they are ignored. Shown once at startup by the commands that read ferry's configuration.
+pub fn foreign_env_warning() -> Option<String> {
+    let vars = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().unwrap_or_default())));
+    ferry_config::env::foreign_warning(vars)
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -31,6 +31,9 @@ pub async fn run(path: Option<PathBuf>, log_format: Option<LogFormatArg>) -> Exi
         None => config.log.format,
     };
     crate::logging::init(format, &config.log.level);
+    if let Some(w) = super::foreign_env_warning() {
+        tracing::warn!("{w}");
+    }
     match start(config, path).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -34,6 +34,9 @@ struct HostsToml {
 #[derive(Serialize)]
 struct HostEntry {
     capabilities: Vec<&'static str>,
+    /// The CA that signed ferry's certificate (`--ca`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca: Option<String>,
 }
 
 /// Generates `hosts.toml` files (and `config.toml` snippets) for containerd.
@@ -45,7 +48,7 @@ pub fn containerd(target: &Target) -> Result<ClientConfig, Error> {
         .iter()
         .map(|e| GeneratedFile {
             path: format!("{CONTAINERD_CERTS_DIR}/{}/hosts.toml", e.name).into(),
-            contents: hosts_toml(mirror, e, plan.direct_fallback),
+            contents: hosts_toml(mirror, e, plan.direct_fallback, plan.ca_file.as_deref()),
             on_existing: OnExisting::ReplaceIfGenerated,
         })
         .collect();
@@ -83,10 +86,10 @@ pub fn containerd(target: &Target) -> Result<ClientConfig, Error> {
              (skip_verify only matters for HTTPS)",
             mirror.authority()
         ));
-    } else {
+    } else if plan.ca_file.is_none() {
         notes.push(
-            "if ferry's certificate is from a private CA, add ca = \"/path/to/ca.crt\" under \
-             each [host.\"...\"] table (or install the CA in the system store)"
+            "if ferry's certificate is from a private CA, generate with --ca /path/to/ca.crt \
+             (ca = \"...\" under each [host.\"...\"] table), or install the CA in the system store"
                 .to_owned(),
         );
     }
@@ -99,7 +102,12 @@ pub fn containerd(target: &Target) -> Result<ClientConfig, Error> {
     })
 }
 
-fn hosts_toml(mirror: &crate::Endpoint, entry: &Entry, direct_fallback: bool) -> String {
+fn hosts_toml(
+    mirror: &crate::Endpoint,
+    entry: &Entry,
+    direct_fallback: bool,
+    ca: Option<&str>,
+) -> String {
     let server = if direct_fallback {
         entry.fallback.origin()
     } else {
@@ -111,6 +119,7 @@ fn hosts_toml(mirror: &crate::Endpoint, entry: &Entry, direct_fallback: bool) ->
             mirror.origin(),
             HostEntry {
                 capabilities: CAPABILITIES.to_vec(),
+                ca: ca.map(str::to_owned),
             },
         )]),
     };
@@ -143,6 +152,8 @@ fn hosts_toml(mirror: &crate::Endpoint, entry: &Entry, direct_fallback: bool) ->
     }
     if mirror.is_plain_http() {
         head.push("ferry is plain HTTP here: the http:// host key selects it.".to_owned());
+    } else if ca.is_some() {
+        head.push("ferry's certificate is checked against the CA in `ca`.".to_owned());
     } else {
         head.push(
             "For a ferry certificate from a private CA add ca = \"/path/to/ca.crt\" to the host."
@@ -328,6 +339,20 @@ mod tests {
                 .contains("`server` is overridden")
         );
         assert!(c.notes.join("\n").contains("ca = "));
+    }
+
+    #[test]
+    fn a_private_ca_goes_in_the_host_table() {
+        let t = target("https://mirror.example.com")
+            .with_ca_file("/etc/ssl/ferry.pem")
+            .unwrap();
+        let c = containerd(&t).unwrap();
+        let g = parse(file(&c, "ghcr.io"));
+        assert_eq!(
+            g["host"]["https://mirror.example.com"]["ca"].as_str(),
+            Some("/etc/ssl/ferry.pem")
+        );
+        assert!(!c.notes.join("\n").contains("--ca"));
     }
 
     #[test]

@@ -1,40 +1,51 @@
 //! # ferry-clientcfg: client configuration for using ferry as a mirror
 //!
-//! Pure generators behind `ferry client-config docker|containerd|podman --mirror URL`:
-//! they turn a [`Target`] (ferry's address plus the registries it serves) into the files a
-//! container client needs, and [`ClientConfig::write`] puts them under a directory in their
-//! real relative paths.
+//! Pure generators behind `ferry client-config <client> --mirror URL`: they turn a [`Target`]
+//! (ferry's address plus the registries it serves) into the files a container client needs,
+//! and [`ClientConfig::write`] puts them under a directory in their real relative paths.
 //!
 //! | client | files | ferry routing form used |
 //! |---|---|---|
 //! | [`Client::Docker`] | `etc/docker/daemon.json` (`registry-mirrors`) | registry-mirror mode: `/v2/<repo>` goes to `default_upstream` |
 //! | [`Client::Containerd`] | `etc/containerd/certs.d/<registry>/hosts.toml` | `?ns=<registry>` query parameter |
-//! | [`Client::Podman`] | `etc/containers/registries.conf.d/ferry.conf` | path prefix: `/v2/<registry>/<repo>` |
+//! | [`Client::Podman`], [`Client::Crio`] | `etc/containers/registries.conf.d/ferry.conf` | path prefix: `/v2/<registry>/<repo>` |
+//! | [`Client::Buildkit`] | `etc/buildkit/buildkitd.toml` (`[registry."<name>"] mirrors`) | `?ns=<registry>` (BuildKit pulls with containerd's registry client) |
+//! | [`Client::K3s`], [`Client::Rke2`] | `etc/rancher/{k3s,rke2}/registries.yaml` | `?ns=<registry>` (k3s generates containerd `hosts.toml`) |
+//! | [`Client::Testcontainers`] | `.testcontainers.properties` in the home directory | path prefix `/v2/docker.io/<repo>` (Docker Hub images only) |
 //!
 //! When the mirror URL's host is a key of ferry's `hosts:` map (host routing), that address
 //! serves one upstream only, and every generator configures only that upstream, without a
 //! path prefix.
 //!
-//! All TOML and JSON is produced by `toml`/`serde_json` from typed values; only the comment
-//! header of each file is text. See `docs/clients.md` for the user-facing guide.
+//! All TOML, YAML and JSON is produced by `toml`/`serde-saphyr`/`serde_json` from typed
+//! values; only the comment header of each file is text. See `docs/clients.md` for the
+//! user-facing guide.
 
+mod buildkit;
 mod containerd;
 mod docker;
+mod k3s;
+mod merge;
 mod podman;
 mod target;
+mod testcontainers;
 mod write;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+pub use buildkit::{BUILDKITD_TOML_PATH, buildkit, merge_buildkitd_toml};
 pub use containerd::{CONTAINERD_CERTS_DIR, containerd, containerd_config_snippets};
 pub use docker::{DAEMON_JSON_PATH, docker, merge_daemon_json};
-pub use podman::{PODMAN_DROPIN_PATH, podman};
+pub use k3s::{K3S_REGISTRIES_PATH, RKE2_REGISTRIES_PATH, k3s, merge_registries_yaml, rke2};
+pub use merge::merge_existing;
+pub use podman::{PODMAN_DROPIN_PATH, crio, podman};
 pub use target::{
     DOCKER_HUB, DOCKER_HUB_SERVER, Endpoint, Entry, Plan, Target, Upstream, clients_can_name,
     is_docker_hub, normalize_registry_name,
 };
+pub use testcontainers::{TESTCONTAINERS_PROPERTIES_PATH, merge_properties, testcontainers};
 pub use write::{Conflict, WriteError, WriteOptions, WriteStatus, Written};
 
 /// First line of every generated TOML file; [`ClientConfig::write`] only replaces an existing
@@ -90,6 +101,18 @@ pub enum Error {
         /// Why each upstream was left out.
         reasons: Vec<String>,
     },
+    /// The `--ca` file cannot be used.
+    #[error("CA file {path:?}: {reason}")]
+    InvalidCaFile {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The client can only be pointed at ferry for Docker Hub images (testcontainers), and
+    /// ferry at this address does not serve Docker Hub.
+    #[error("{0}")]
+    NeedsDockerHub(String),
     /// Docker's `registry-mirrors` would send Docker Hub pulls to a ferry address that does
     /// not serve Docker Hub.
     #[error("{0}")]
@@ -99,24 +122,49 @@ pub enum Error {
 /// A container client ferry can configure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Client {
-    /// Docker Engine (`dockerd`).
+    /// Docker Engine (`dockerd`), including its built-in BuildKit builder.
     Docker,
-    /// containerd: `ctr`, and the CRI plugin used by Kubernetes nodes.
+    /// containerd: `ctr`, and the CRI plugin used by Kubernetes nodes (1.x and 2.x).
     Containerd,
-    /// Podman, Buildah, Skopeo and CRI-O (containers-registries.conf).
+    /// Podman, Buildah and Skopeo (containers-registries.conf).
     Podman,
+    /// CRI-O, the Kubernetes runtime that reads containers-registries.conf like Podman.
+    Crio,
+    /// A standalone BuildKit daemon (`buildkitd`, buildx `docker-container` builders).
+    Buildkit,
+    /// k3s nodes (`/etc/rancher/k3s/registries.yaml`).
+    K3s,
+    /// RKE2 nodes (`/etc/rancher/rke2/registries.yaml`, the k3s format).
+    Rke2,
+    /// Testcontainers (`hub.image.name.prefix`).
+    Testcontainers,
 }
 
 impl Client {
     /// Every client, in the order of the CLI's help.
-    pub const ALL: [Client; 3] = [Client::Docker, Client::Containerd, Client::Podman];
+    pub const ALL: [Client; 8] = [
+        Client::Docker,
+        Client::Containerd,
+        Client::Podman,
+        Client::Crio,
+        Client::Buildkit,
+        Client::K3s,
+        Client::Rke2,
+        Client::Testcontainers,
+    ];
 
-    /// The subcommand word: `docker`, `containerd` or `podman`.
+    /// The subcommand word: `docker`, `containerd`, `podman`, `crio`, `buildkit`, `k3s`,
+    /// `rke2` or `testcontainers`.
     pub fn as_str(self) -> &'static str {
         match self {
             Client::Docker => "docker",
             Client::Containerd => "containerd",
             Client::Podman => "podman",
+            Client::Crio => "crio",
+            Client::Buildkit => "buildkit",
+            Client::K3s => "k3s",
+            Client::Rke2 => "rke2",
+            Client::Testcontainers => "testcontainers",
         }
     }
 }
@@ -130,7 +178,8 @@ impl fmt::Display for Client {
 /// The word is not a known client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown client {0:?}: expected docker, containerd or podman (podman also covers cri-o, buildah and skopeo)"
+    "unknown client {0:?}: expected docker, containerd, podman, crio, buildkit, k3s, rke2 or \
+     testcontainers (podman also covers buildah and skopeo)"
 )]
 pub struct UnknownClient(pub String);
 
@@ -140,7 +189,12 @@ impl FromStr for Client {
         match s.trim().to_ascii_lowercase().as_str() {
             "docker" | "dockerd" => Ok(Client::Docker),
             "containerd" | "ctr" => Ok(Client::Containerd),
-            "podman" | "cri-o" | "crio" | "buildah" | "skopeo" => Ok(Client::Podman),
+            "podman" | "buildah" | "skopeo" => Ok(Client::Podman),
+            "crio" | "cri-o" => Ok(Client::Crio),
+            "buildkit" | "buildkitd" | "buildx" => Ok(Client::Buildkit),
+            "k3s" => Ok(Client::K3s),
+            "rke2" => Ok(Client::Rke2),
+            "testcontainers" => Ok(Client::Testcontainers),
             _ => Err(UnknownClient(s.to_owned())),
         }
     }
@@ -152,6 +206,15 @@ pub enum OnExisting {
     /// Merge into the existing `daemon.json` object, keeping its other keys
     /// (see [`merge_daemon_json`]).
     MergeDaemonJson,
+    /// Merge ferry's `[registry."<name>"]` tables into an existing `buildkitd.toml`
+    /// (see [`merge_buildkitd_toml`]).
+    MergeBuildkitdToml,
+    /// Merge ferry's `mirrors:` (and `configs:`) entries into an existing k3s/RKE2
+    /// `registries.yaml` (see [`merge_registries_yaml`]).
+    MergeRegistriesYaml,
+    /// Set ferry's keys in an existing Java properties file, keeping its other lines
+    /// (see [`merge_properties`]).
+    MergeProperties,
     /// Replace it only if it was generated by ferry (it starts with [`GENERATED_MARKER`]) or
     /// already has the same content; otherwise it is a conflict unless forced.
     ReplaceIfGenerated,
@@ -218,14 +281,50 @@ impl ClientConfig {
     }
 }
 
-/// Generates the configuration for `client`; the same as calling [`docker`],
-/// [`containerd`] or [`podman`].
+/// Generates the configuration for `client`; the same as calling its generator ([`docker`],
+/// [`containerd`], [`podman`], [`crio`], [`buildkit`], [`k3s`], [`rke2`],
+/// [`testcontainers`]).
 pub fn generate(client: Client, target: &Target) -> Result<ClientConfig, Error> {
     match client {
         Client::Docker => docker(target),
         Client::Containerd => containerd(target),
         Client::Podman => podman(target),
+        Client::Crio => crio(target),
+        Client::Buildkit => buildkit(target),
+        Client::K3s => k3s(target),
+        Client::Rke2 => rke2(target),
+        Client::Testcontainers => testcontainers(target),
     }
+}
+
+/// The comment header of a generated file: the [`GENERATED_MARKER`] line for `client` and
+/// ferry's address, then `lines`, each as a `#` comment, then an empty line.
+fn header(client: Client, mirror: &Endpoint, lines: &[String]) -> String {
+    let mut out = format!(
+        "{} {client}` for ferry at {}.\n",
+        GENERATED_MARKER,
+        mirror.origin()
+    );
+    for l in lines {
+        out.push_str(&format!("# {l}\n"));
+    }
+    out.push('\n');
+    out
+}
+
+/// A CA file is an absolute path (clients do not share ferry's working directory) and only
+/// means something for an `https://` ferry.
+fn check_ca_file(ca: Option<&str>, mirror: &Endpoint) -> Result<(), Error> {
+    let reason = match ca {
+        Some(_) if mirror.is_plain_http() => "ferry's URL is plain http://, so no certificate",
+        Some(c) if !c.starts_with('/') => "write an absolute path on the client machine",
+        _ => return Ok(()),
+    };
+    let path = ca.unwrap_or_default().to_owned();
+    Err(Error::InvalidCaFile {
+        path,
+        reason: reason.to_owned(),
+    })
 }
 
 /// Notes shared by every generator: the names that were left out.
@@ -246,9 +345,11 @@ mod tests {
             assert_eq!(c.as_str().parse::<Client>().unwrap(), c);
             assert_eq!(c.to_string(), c.as_str());
         }
-        assert_eq!("CRI-O".parse::<Client>().unwrap(), Client::Podman);
+        assert_eq!("CRI-O".parse::<Client>().unwrap(), Client::Crio);
+        assert_eq!("buildx".parse::<Client>().unwrap(), Client::Buildkit);
+        assert_eq!("skopeo".parse::<Client>().unwrap(), Client::Podman);
         let e = "rkt".parse::<Client>().unwrap_err().to_string();
-        assert!(e.contains("docker, containerd or podman"), "{e}");
+        assert!(e.contains("k3s, rke2 or testcontainers"), "{e}");
     }
 
     #[test]

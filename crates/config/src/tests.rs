@@ -142,8 +142,11 @@ fn env_overrides_keep_other_defaults() {
 fn env_override_errors_name_the_variable() {
     let err = Config::from_yaml("", env(&[("FERRY_CACHE__TAG_TTL", "never")])).unwrap_err();
     assert!(err.to_string().contains("FERRY_CACHE__TAG_TTL"), "{err}");
-    let err = Config::from_yaml("", env(&[("FERRY_NOPE", "1")])).unwrap_err();
+    let err = Config::from_yaml("", env(&[("FERRY_NOPE__X", "1")])).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
+    // a single-segment name that is no top-level key is foreign: ignored, not an error
+    let c = Config::from_yaml("", env(&[("FERRY_NOPE", "1"), ("FERRY_PORT", "tcp://x")])).unwrap();
+    assert_eq!(c, Config::default());
 }
 
 #[test]

@@ -243,11 +243,22 @@ impl BlobStore for FsStore {
         blocking(move || {
             // The shared spool root, so a cache directory that lost write access fails here.
             let probe = temp_path(&paths::spool_dir(&this.root));
-            std::fs::write(&probe, b"ok")?;
-            std::fs::remove_file(&probe)
+            write_probe(&probe, |p| std::fs::write(p, b"ok"))
         })
         .await
     }
+}
+
+/// Writes the readiness probe file with `write` and removes it whether or not the write
+/// worked: a write that fails after the file was created (a full disk: `ENOSPC`, `EFBIG`)
+/// must not leave an empty file behind at every `/readyz`. The write's error comes first.
+fn write_probe(probe: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+    let written = write(probe);
+    let removed = match std::fs::remove_file(probe) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && written.is_err() => Ok(()),
+        other => other,
+    };
+    written.and(removed)
 }
 
 fn list_blobs(root: &Path) -> io::Result<Vec<BlobEntry>> {
@@ -329,6 +340,69 @@ mod tests {
         drop(store); // the process that owned the spool is gone
         let _again = FsStore::open(dir.path()).unwrap();
         assert!(!leftover.exists());
+    }
+
+    /// Probe (`.part`) files left in the shared spool root.
+    fn spool_files(root: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(paths::spool_dir(root))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "part"))
+            .collect()
+    }
+
+    #[test]
+    fn a_probe_whose_write_fails_after_create_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let probe = temp_path(&paths::spool_dir(&store.root));
+        let err = write_probe(&probe, |p| {
+            std::fs::File::create(p)?;
+            Err(io::Error::other("No space left on device"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("No space"), "{err}");
+        assert!(spool_files(dir.path()).is_empty());
+        // a write that never created the file is reported as is
+        let err = write_probe(&probe, |_| Err(io::Error::other("read-only"))).unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+
+    /// Set in the child process of the test below.
+    const PROBE_CHILD: &str = "FERRY_STORAGE_TEST_PROBE_CHILD";
+
+    /// The real failure: a file-size limit of 0 (`ulimit -f 0`, with SIGXFSZ ignored) makes
+    /// every write fail with `EFBIG` after `open` created the file, as a full disk does. The
+    /// check runs in a child process of this test binary, so the limit binds nothing else.
+    #[tokio::test]
+    async fn a_failed_write_check_leaves_no_file_behind() {
+        if let Some(root) = std::env::var_os(PROBE_CHILD) {
+            let store = FsStore::open(Path::new(&root)).unwrap();
+            let err = store.check_writable().await.unwrap_err();
+            println!("probe child ran: {err}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        drop(FsStore::open(dir.path()).unwrap());
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", "trap '' XFSZ; ulimit -f 0; exec \"$0\" \"$@\""])
+            .arg(exe)
+            .args([
+                "--exact",
+                "fs::tests::a_failed_write_check_leaves_no_file_behind",
+            ])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(PROBE_CHILD, dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("probe child ran"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(spool_files(dir.path()), Vec::<PathBuf>::new(), "{stdout}");
     }
 
     #[tokio::test]

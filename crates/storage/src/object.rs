@@ -345,9 +345,12 @@ impl BlobStore for ObjectStore {
     }
 
     async fn check_writable(&self) -> Result<()> {
+        // Delete even after a failed write: a write that failed half-way (a timeout after the
+        // store took it) must not leave a probe object behind at every /readyz.
         let key = keys::probe();
-        self.write_key(&key, Bytes::from_static(b"ok")).await?;
-        self.delete_key(&key).await
+        let written = self.write_key(&key, Bytes::from_static(b"ok")).await;
+        let removed = self.delete_key(&key).await;
+        written.and(removed)
     }
 
     async fn claim_fill(&self, source: &str, digest: &Digest, wait: Duration) -> Result<FillClaim> {

@@ -129,9 +129,10 @@ impl Rules {
 fn build(target: &Target, path: &str, original: &ImageRef) -> Rewrite {
     let repository = target.repository(path);
     let candidate = format!("{}/{repository}{}", target.host, original.suffix());
+    // The advice first: admission warnings are cut at 250 characters.
     let unrepresentable = |why: String| {
         Rewrite::Unchanged(Skip::Unrepresentable(format!(
-            "{candidate:?} {why}; map registry {} with a `registries` override",
+            "map registry {} with a `registries` override: {candidate:?} {why}",
             original.registry
         )))
     };

@@ -250,6 +250,76 @@ async fn ferry_variables_override_the_config_file() {
     );
 }
 
+/// A pod's environment has `FERRY_*` names that are not ferry's: a script's `FERRY_BIN` and
+/// the service links Kubernetes adds for a Service named `ferry`. ferry serves anyway, and says
+/// once which variables it ignored (names only, never values).
+#[test]
+fn foreign_ferry_variables_are_ignored_with_one_warning() {
+    let registry = Registry::start();
+    let image = push_fixture(
+        &registry,
+        Fixture::single().seed("foreign"),
+        "library/hello:1",
+    );
+    let ferry = Ferry::builder()
+        .upstream("docker.io", &registry)
+        .env("FERRY_BIN", "x")
+        .env("FERRY_PORT", "tcp://10.0.0.1:5000")
+        .env("FERRY_PORT_5000_TCP_ADDR", "10.0.0.1")
+        .env("FERRY_SERVICE_HOST", "10.0.0.1")
+        .env("FERRY_CACHE__TAG_TTL", "1m")
+        .start();
+    let resp = raw_get(&ferry.host(), "/v2/library/hello/manifests/1").unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("docker-content-digest"),
+        Some(image.digest.as_str())
+    );
+    let log = ferry.stderr();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ignoring environment"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains(
+            "FERRY_BIN, FERRY_PORT, FERRY_PORT_5000_TCP_ADDR, FERRY_SERVICE_HOST: not a \
+             configuration override"
+        ),
+        "{log}"
+    );
+    assert!(!warnings[0].contains("FERRY_CACHE__TAG_TTL,"), "{log}");
+    assert!(!log.contains("10.0.0.1"), "values are not shown:\n{log}");
+}
+
+/// A misspelt key in the documented `FERRY_<SECTION>__<KEY>` form is still an error: `ferry
+/// serve` refuses to start with exit code 2 and names the variable.
+#[test]
+fn a_misspelt_override_stops_serve_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{}\nstorage:\n  fs:\n    root: {}\nupstreams:\n  docker.io:\n    url: http://{DEAD_UPSTREAM}\n",
+            reserve_port().port(),
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = ferry_command()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("FERRY_CACHE__TAG_TTLL", "1m")
+        .env("FERRY_PORT", "tcp://10.0.0.1:5000")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("FERRY_CACHE__TAG_TTLL"), "{err}");
+    assert!(err.contains("tag_ttll"), "{err}");
+}
+
 #[test]
 fn serve_exits_1_when_it_cannot_listen() {
     let lease = reserve_port();

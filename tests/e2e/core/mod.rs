@@ -21,6 +21,7 @@
 mod api;
 mod auth;
 mod cache;
+mod client_config;
 mod defaults;
 mod faults;
 mod input;

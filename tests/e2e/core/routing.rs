@@ -21,20 +21,20 @@ use crate::support::clients::{CmdOutput, DEAD_UPSTREAM, PUBLIC_REGISTRIES, run};
 use crate::support::process::{Daemon, scrub_env};
 
 /// Two upstream registries and what was pushed to them.
-struct TwoRegistries {
-    hub: Registry,
-    ghcr: Registry,
+pub(super) struct TwoRegistries {
+    pub(super) hub: Registry,
+    pub(super) ghcr: Registry,
     /// `library/hello:1` on the docker.io registry.
-    hello: Image,
+    pub(super) hello: Image,
     /// `org/app:1.0` on the docker.io registry.
-    hub_app: Image,
+    pub(super) hub_app: Image,
     /// `org/app:1.0` on the ghcr.io registry: a two-platform index.
-    ghcr_app: Image,
+    pub(super) ghcr_app: Image,
     /// `a/b/c/d:1` on the ghcr.io registry.
-    deep: Image,
+    pub(super) deep: Image,
 }
 
-fn two_registries() -> TwoRegistries {
+pub(super) fn two_registries() -> TwoRegistries {
     let hub = Registry::start();
     let ghcr = Registry::start();
     let hello = push_fixture(&hub, Fixture::single(), "library/hello:1");
@@ -54,7 +54,7 @@ fn two_registries() -> TwoRegistries {
 
 /// ferry with docker.io (alias index.docker.io, the default upstream) and ghcr.io, and the
 /// Host `localhost` routed to ghcr.io.
-fn ferry_for(r: &TwoRegistries) -> Ferry {
+pub(super) fn ferry_for(r: &TwoRegistries) -> Ferry {
     Ferry::builder()
         .upstream_with("docker.io", &r.hub, json!({"aliases": ["index.docker.io"]}))
         .upstream("ghcr.io", &r.ghcr)
@@ -209,7 +209,7 @@ async fn an_unknown_registry_is_name_unknown_and_never_contacted() {
 
 /// `ferry client-config <client> --mirror <ferry> --config <ferry's config> --write <dir>`;
 /// returns `dir`.
-fn client_config(ferry: &Ferry, client: &str, extra: &[&str]) -> tempfile::TempDir {
+pub(super) fn client_config(ferry: &Ferry, client: &str, extra: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let out = ferry_command()
         .args(["client-config", client, "--mirror"])
@@ -232,7 +232,7 @@ fn client_config(ferry: &Ferry, client: &str, extra: &[&str]) -> tempfile::TempD
 /// Turns the generated Podman drop-in into a complete registries.conf for a test: each
 /// registry's own `location` (the direct fallback) becomes a dead loopback port, short names
 /// resolve on docker.io, and the other public registries are dead ends too.
-fn podman_registries_conf(generated: &str) -> String {
+pub(super) fn podman_registries_conf(generated: &str) -> String {
     let mut text = String::from(
         "unqualified-search-registries = [\"docker.io\"]\nshort-name-mode = \"permissive\"\n",
     );
