@@ -61,6 +61,15 @@ pub struct ServedLabels {
     pub source: &'static str,
 }
 
+/// Labels naming an upstream and one of its accounts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    /// Upstream registry.
+    pub upstream: String,
+    /// The account's username, or `anonymous`.
+    pub account: String,
+}
+
 /// Labels with a reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -85,6 +94,12 @@ pub struct Metrics {
     pub revalidations: Family<UpstreamOnly, Counter>,
     /// Stale answers served because the upstream failed.
     pub stale_served: Family<UpstreamOnly, Counter>,
+    /// Answers served from the cache although the upstream deleted them (`keep_deleted`).
+    pub deleted_upstream_served: Family<UpstreamOnly, Counter>,
+    /// The upstream's rate limit per account (`ratelimit-limit`), in requests per window.
+    pub ratelimit_limit: Family<AccountLabels, Gauge>,
+    /// What is left of it (`ratelimit-remaining`).
+    pub ratelimit_remaining: Family<AccountLabels, Gauge>,
     /// Requests sent upstream, by response status.
     pub upstream_requests: Family<UpstreamLabels, Counter>,
     /// Upstream latency until the response head.
@@ -135,6 +150,9 @@ impl Metrics {
             cache_misses: Family::default(),
             revalidations: Family::default(),
             stale_served: Family::default(),
+            deleted_upstream_served: Family::default(),
+            ratelimit_limit: Family::default(),
+            ratelimit_remaining: Family::default(),
             upstream_requests: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_bytes: Family::default(),
@@ -189,6 +207,21 @@ impl Metrics {
             "ferry_cache_stale_served",
             "Cached answers served because the upstream failed",
             self.stale_served.clone(),
+        );
+        r.register(
+            "ferry_cache_deleted_upstream_served",
+            "Cached answers served although the upstream deleted them (cache.keep_deleted)",
+            self.deleted_upstream_served.clone(),
+        );
+        r.register(
+            "ferry_upstream_ratelimit_limit",
+            "Upstream rate limit per account, from ratelimit-limit",
+            self.ratelimit_limit.clone(),
+        );
+        r.register(
+            "ferry_upstream_ratelimit_remaining",
+            "Requests left in the upstream rate-limit window per account, from ratelimit-remaining",
+            self.ratelimit_remaining.clone(),
         );
         r.register(
             "ferry_upstream_requests",

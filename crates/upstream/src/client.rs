@@ -78,11 +78,12 @@ impl Client {
         let mut account = self
             .accounts
             .pick(&tried)
-            .ok_or_else(|| self.rate_limited(None))?;
+            .ok_or_else(|| self.rate_limited(self.accounts.soonest_available()))?;
         let mut challenged = false;
         loop {
             let auth = self.auth_header(ep, account, op.repo).await?;
             let resp = self.execute(ep, op, auth).await?;
+            self.note_rate_limit(account, resp.headers());
             let status = resp.status();
             if status.is_success() {
                 return Ok(resp);

@@ -8,6 +8,8 @@
 //! - [`challenge`] + [`token`]: the `WWW-Authenticate: Bearer` token flow (tokens cached until
 //!   they expire, one fetch for concurrent requests) and Basic auth;
 //! - [`accounts`]: several accounts per upstream, round-robin, resting one that gets 429;
+//! - [`ratelimit`]: the ledger of `ratelimit-*` headers per account, and [`priority`]:
+//!   background work leaves each account's last requests to interactive pulls;
 //! - [`client`]: the request loop, and redirects followed without credentials;
 //! - [`error`]: failures classified for the cache (not found vs. transient).
 
@@ -16,7 +18,9 @@ pub mod challenge;
 pub mod client;
 pub mod endpoint;
 pub mod error;
+pub mod priority;
 pub mod push;
+pub mod ratelimit;
 pub mod token;
 
 use std::collections::HashMap;
@@ -36,6 +40,7 @@ use crate::accounts::AccountPool;
 use crate::client::{Client, Op, SHORT_TIMEOUT};
 use crate::endpoint::Endpoint;
 pub use crate::error::UpstreamError;
+pub use crate::priority::Priority;
 
 /// The largest manifest accepted (the distribution spec's recommended limit).
 pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
