@@ -1,7 +1,11 @@
-//! The `cache:` section: how long tag answers are trusted, which tags never change, and how
-//! misses and errors are remembered.
+//! The `cache:` section: how long tag answers are trusted, which tags never change, how misses
+//! and errors are remembered, how expired tags are revalidated, and how long an image deleted
+//! upstream is still served.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::units::{ByteSize, Dur};
 
@@ -18,6 +22,12 @@ pub struct CacheConfig {
     pub negative_ttl: Dur,
     /// Serve cached tags when the upstream is down, rate-limited or failing.
     pub serve_stale: bool,
+    /// How a tag past its TTL is revalidated: answered at once and refreshed in the background,
+    /// or held until the upstream answers.
+    pub revalidate: Revalidate,
+    /// How long a tag ferry has served keeps being served after the upstream started answering
+    /// 404 for it (counted from the first 404), or `off`.
+    pub keep_deleted: KeepDeleted,
     /// Memory for hot manifests and tag answers.
     pub memory: ByteSize,
     /// Longest time one upstream blob download may take.
@@ -31,8 +41,70 @@ impl Default for CacheConfig {
             immutable_tags: Vec::new(),
             negative_ttl: Dur::secs(60),
             serve_stale: true,
+            revalidate: Revalidate::Background,
+            keep_deleted: KeepDeleted(Some(Dur::secs(7 * 86_400))),
             memory: ByteSize(32 << 20),
             fill_timeout: Dur::secs(3600),
+        }
+    }
+}
+
+/// `cache.revalidate`: what a request for a tag past its TTL waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Revalidate {
+    /// Answer from the cache at once; one background task per tag asks the upstream.
+    #[default]
+    Background,
+    /// Wait for the upstream's answer (stale only if it fails).
+    Blocking,
+}
+
+/// `cache.keep_deleted`: a duration, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeepDeleted(pub Option<Dur>);
+
+impl KeepDeleted {
+    /// The duration, `None` when off.
+    pub fn get(self) -> Option<Duration> {
+        self.0.map(|d| d.0).filter(|d| !d.is_zero())
+    }
+}
+
+impl fmt::Display for KeepDeleted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => d.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl Serialize for KeepDeleted {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeepDeleted {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(false) => Ok(KeepDeleted(None)),
+            Raw::Bool(true) => Err(serde::de::Error::custom(
+                "keep_deleted takes a duration (e.g. 7d) or `off`",
+            )),
+            Raw::Text(t) if matches!(t.trim(), "off" | "false" | "none" | "0") => {
+                Ok(KeepDeleted(None))
+            }
+            Raw::Text(t) => Dur::parse(&t)
+                .map(|d| KeepDeleted(Some(d)))
+                .map_err(serde::de::Error::custom),
         }
     }
 }

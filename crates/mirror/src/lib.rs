@@ -11,6 +11,8 @@
 //! - [`blobs`] + [`fill`]: hits are read from the store; misses start one streaming download
 //!   that every concurrent request follows;
 //! - [`index`]: sizes and last-served times, and eviction above `storage.max_size`;
+//! - [`revalidate`]: expired tags answered at once and refreshed in the background, and tags
+//!   deleted upstream served for `cache.keep_deleted`;
 //! - [`lists`]: tag lists and referrers, cached like tags.
 //!
 //! Settings derived from the config (routes, upstreams, policy) sit behind an `ArcSwap`, so a
@@ -25,6 +27,7 @@ pub mod lists;
 pub mod manifests;
 pub mod meta;
 pub mod policy;
+pub mod revalidate;
 pub mod route;
 pub mod single_flight;
 pub mod spool_writer;
@@ -44,6 +47,7 @@ pub use blobs::{BlobAnswer, BlobBody};
 pub use error::{MirrorError, Result};
 pub use lists::ListAnswer;
 pub use manifests::{CachedManifest, ManifestAnswer};
+pub use revalidate::DeletedUpstream;
 pub use route::{RouteError, Routed, Router};
 
 /// How an answer was obtained, for logs, metrics and quotas.
@@ -127,6 +131,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     memory: manifests::Memory,
     flights: manifests::Flights,
+    background: revalidate::Background,
     lists: lists::Lists,
     stop: CancellationToken,
 }
@@ -149,6 +154,7 @@ impl Mirror {
         let inner = Inner {
             memory: manifests::Memory::new(config.cache.memory.0, config.cache.negative_ttl.0),
             flights: manifests::Flights::default(),
+            background: revalidate::Background::default(),
             lists: lists::Lists::default(),
             store,
             index,
@@ -217,9 +223,15 @@ impl Mirror {
         self.inner.fills.len()
     }
 
-    /// Stops background upkeep and writes back access times.
+    /// Tag revalidations running in the background.
+    pub fn revalidating(&self) -> usize {
+        self.inner.background.len()
+    }
+
+    /// Stops background upkeep and revalidations, and writes back access times.
     pub async fn shutdown(&self) {
         self.inner.stop.cancel();
+        self.stop_background().await;
         self.inner.index.flush(self.inner.store.as_ref()).await;
     }
 

@@ -16,6 +16,7 @@ use ferry_upstream::{Upstream, UpstreamError};
 
 use crate::error::{MirrorError, Result};
 use crate::meta::{self, ManifestMeta, TagEntry, now_secs};
+use crate::revalidate::{DeletedUpstream, is_not_found};
 use crate::single_flight::SingleFlight;
 use crate::{Mirror, Outcome, Target};
 
@@ -37,12 +38,24 @@ pub struct ManifestAnswer {
     pub manifest: Arc<CachedManifest>,
     /// How it was obtained.
     pub outcome: Outcome,
+    /// Set when the upstream has deleted it and ferry serves its copy (`cache.keep_deleted`).
+    pub deleted_upstream: Option<DeletedUpstream>,
+}
+
+impl ManifestAnswer {
+    fn new((manifest, outcome): (Arc<CachedManifest>, Outcome)) -> Self {
+        ManifestAnswer {
+            manifest,
+            outcome,
+            deleted_upstream: None,
+        }
+    }
 }
 
 /// In-memory caches: manifests by digest (weighted by size), tag answers, and "not found"s.
 pub struct Memory {
     manifests: moka::sync::Cache<Digest, Arc<CachedManifest>>,
-    tags: moka::sync::Cache<String, TagEntry>,
+    pub(crate) tags: moka::sync::Cache<String, TagEntry>,
     negative: moka::sync::Cache<String, (UpstreamError, std::time::Instant)>,
     negative_ttl_ms: AtomicU64,
 }
@@ -108,10 +121,7 @@ impl Mirror {
 
     async fn manifest_by_digest(&self, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
         if let Some(m) = self.cached_manifest(d).await? {
-            return Ok(ManifestAnswer {
-                manifest: m,
-                outcome: Outcome::Hit,
-            });
+            return Ok(ManifestAnswer::new((m, Outcome::Hit)));
         }
         let neg_key = format!("{}/{}@{d}", t.name, t.repo);
         if let Some(e) = self.inner.memory.negative(&neg_key) {
@@ -128,27 +138,25 @@ impl Mirror {
                 .await
                 .map(|m| (m, Outcome::Miss))
         };
+        let work = ferry_upstream::Priority::current().scope(work);
         let (result, _) = self.inner.flights.digests.run(d.clone(), work).await;
         result
-            .map(|(manifest, outcome)| ManifestAnswer { manifest, outcome })
+            .map(ManifestAnswer::new)
             .inspect_err(|e| self.inner.memory.remember_not_found(neg_key, e))
     }
 
     async fn manifest_by_tag(&self, t: &Target, tag: &Tag) -> Result<ManifestAnswer> {
         let key = meta::tag_key(&t.name, t.repo.as_str(), tag.as_str());
         let entry = self.tag_entry(&key).await?;
-        let policy = &self.settings().policy;
-        if let Some(e) = entry
-            .as_ref()
-            .filter(|e| policy.is_fresh(&t.name, tag.as_str(), e.fetched()))
+        if let Some(e) = &entry
             && let Some(m) = self.cached_manifest(&e.digest).await?
+            && let Some(answer) = self.answer_from_cache(t, tag, e, m, &key)
         {
-            return Ok(ManifestAnswer {
-                manifest: m,
-                outcome: Outcome::Hit,
-            });
+            return Ok(answer);
         }
-        if entry.is_none()
+        if entry
+            .as_ref()
+            .is_none_or(|e| e.deleted_upstream_at.is_some())
             && let Some(e) = self.inner.memory.negative(&key)
         {
             return Err(e.into());
@@ -156,14 +164,16 @@ impl Mirror {
         let this = self.clone();
         let (t2, tag2, entry2, key2) = (t.clone(), tag.clone(), entry.clone(), key.clone());
         let work = async move { this.refresh_tag(&t2, &tag2, entry2, &key2).await };
+        let work = ferry_upstream::Priority::current().scope(work);
         let (result, _) = self.inner.flights.tags.run(key.clone(), work).await;
         match result {
-            Ok((manifest, outcome)) => Ok(ManifestAnswer { manifest, outcome }),
+            Ok(found) => Ok(ManifestAnswer::new(found)),
             Err(e) => self.stale_or(t, entry, e, key).await,
         }
     }
 
-    /// Serves the last known answer when the upstream failed transiently, else the error.
+    /// Serves the last known answer when the upstream failed transiently, or said the tag is
+    /// gone within `keep_deleted`; else the error.
     async fn stale_or(
         &self,
         t: &Target,
@@ -172,15 +182,18 @@ impl Mirror {
         key: String,
     ) -> Result<ManifestAnswer> {
         let transient = matches!(&e, MirrorError::Upstream(u) if u.is_transient());
-        if let (true, true, Some(entry)) = (transient, self.settings().policy.serve_stale, entry)
+        if let (true, true, Some(entry)) = (transient, self.settings().policy.serve_stale, &entry)
             && let Some(m) = self.cached_manifest(&entry.digest).await?
         {
             tracing::warn!(upstream = %t.name, repository = %t.repo, error = %e, "upstream failed; serving the cached tag");
             Metrics::per_upstream(&self.inner.metrics.stale_served, &t.name, 1);
-            return Ok(ManifestAnswer {
-                manifest: m,
-                outcome: Outcome::Stale,
-            });
+            return Ok(ManifestAnswer::new((m, Outcome::Stale)));
+        }
+        if is_not_found(&e)
+            && let Some(entry) = &entry
+            && let Some(answer) = self.serve_deleted(t, entry, &key).await?
+        {
+            return Ok(answer);
         }
         self.inner.memory.remember_not_found(key, &e);
         Err(e)
@@ -188,7 +201,7 @@ impl Mirror {
 
     /// Asks the upstream about a tag: a HEAD when an answer is known (re-using the cached
     /// manifest if the digest is unchanged), otherwise a GET.
-    async fn refresh_tag(
+    pub(crate) async fn refresh_tag(
         &self,
         t: &Target,
         tag: &Tag,
@@ -251,6 +264,7 @@ impl Mirror {
             media_type: m.media_type.clone(),
             size: m.bytes.len() as u64,
             fetched_at: now_secs(),
+            deleted_upstream_at: None,
         };
         meta::put(self.inner.store.as_ref(), key, &entry).await?;
         self.inner.memory.tags.insert(key.to_owned(), entry);
@@ -278,13 +292,12 @@ impl Mirror {
             Reference::Digest(d) => Ok(!local(d)),
             Reference::Tag(tag) => {
                 let key = meta::tag_key(&t.name, t.repo.as_str(), tag.as_str());
-                let fresh = self.tag_entry(&key).await?.filter(|e| {
-                    self.settings()
-                        .policy
-                        .is_fresh(&t.name, tag.as_str(), e.fetched())
-                        && local(&e.digest)
+                let entry = self.tag_entry(&key).await?;
+                let settings = self.settings();
+                let answers = entry.filter(|e| {
+                    local(&e.digest) && settings.policy.answers_without_waiting(&t.name, tag, e)
                 });
-                Ok(fresh.is_none())
+                Ok(answers.is_none())
             }
         }
     }

@@ -19,15 +19,30 @@ pub struct TagEntry {
     pub media_type: String,
     /// Manifest size.
     pub size: u64,
-    /// When the upstream last confirmed it (seconds since the epoch).
+    /// When the upstream last answered about it (seconds since the epoch): confirmed it, or
+    /// said it is gone.
     pub fetched_at: u64,
+    /// When the upstream first answered 404 for it, while ferry kept its copy (seconds since
+    /// the epoch); cleared when the upstream serves it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_upstream_at: Option<u64>,
 }
 
 impl TagEntry {
     /// `fetched_at` as a time.
     pub fn fetched(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.fetched_at)
+        at_secs(self.fetched_at)
     }
+
+    /// When the upstream first said the tag is gone, if it did.
+    pub fn deleted_since(&self) -> Option<SystemTime> {
+        self.deleted_upstream_at.map(at_secs)
+    }
+}
+
+/// A time given in seconds since the epoch.
+pub fn at_secs(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 /// The media type stored for a manifest digest.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use ferry_config::Config;
+use ferry_config::{Config, Revalidate};
 use regex::Regex;
 
 /// The cache policy derived from the config.
@@ -16,6 +16,10 @@ pub struct Policy {
     pub serve_stale: bool,
     /// How long a "not found" from upstream is remembered.
     pub negative_ttl: Duration,
+    /// Whether a tag past its TTL is answered at once and refreshed in the background.
+    pub background: bool,
+    /// How long a tag deleted upstream is still served (`None`: not at all).
+    pub keep_deleted: Option<Duration>,
 }
 
 impl Policy {
@@ -38,6 +42,8 @@ impl Policy {
             immutable,
             serve_stale: config.cache.serve_stale,
             negative_ttl: config.cache.negative_ttl.0,
+            background: config.cache.revalidate == Revalidate::Background,
+            keep_deleted: config.cache.keep_deleted.get(),
         }
     }
 
@@ -64,6 +70,28 @@ impl Policy {
             .unwrap_or_default();
         age < self.tag_ttl(upstream)
     }
+
+    /// Whether a cached tag answer is served without waiting for the upstream: fresh, or
+    /// expired with background revalidation, and not deleted upstream past `keep_deleted`.
+    pub fn answers_without_waiting(
+        &self,
+        upstream: &str,
+        tag: &ferry_oci::Tag,
+        entry: &crate::meta::TagEntry,
+    ) -> bool {
+        if let Some(since) = entry.deleted_since()
+            && self.keep_deleted_until(since).is_none()
+        {
+            return false;
+        }
+        self.background || self.is_fresh(upstream, tag.as_str(), entry.fetched())
+    }
+
+    /// Until when a tag first seen deleted upstream at `since` is still served, if it is now.
+    pub fn keep_deleted_until(&self, since: SystemTime) -> Option<SystemTime> {
+        let until = since + self.keep_deleted?;
+        (SystemTime::now() < until).then_some(until)
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +113,26 @@ mod tests {
         assert!(p.is_fresh("ghcr.io", "1.2.3", five_min_ago));
         assert!(!p.is_immutable("1.2.3-rc1"), "patterns match whole tags");
         assert!(!p.is_immutable("latest"));
+        assert!(p.background, "background revalidation is the default");
+    }
+
+    #[test]
+    fn keep_deleted_window() {
+        let text = "cache:\n  keep_deleted: 1h\n  revalidate: blocking\n";
+        let p = Policy::new(&Config::from_yaml(text, Vec::new()).unwrap());
+        assert!(!p.background);
+        let now = SystemTime::now();
+        let until = p
+            .keep_deleted_until(now - Duration::from_secs(600))
+            .unwrap();
+        assert!(until > now && until <= now + Duration::from_secs(3000));
+        assert_eq!(p.keep_deleted_until(now - Duration::from_secs(3601)), None);
+        let off = "cache:\n  keep_deleted: off\n";
+        let p = Policy::new(&Config::from_yaml(off, Vec::new()).unwrap());
+        assert_eq!(
+            p.keep_deleted_until(now),
+            None,
+            "off serves nothing deleted"
+        );
     }
 }

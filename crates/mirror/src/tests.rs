@@ -17,6 +17,8 @@ use http::StatusCode;
 
 use super::*;
 
+mod revalidate;
+
 #[derive(Default)]
 struct Fake {
     blobs: Mutex<HashMap<String, Bytes>>,
@@ -30,6 +32,8 @@ struct Fake {
     corrupt: Mutex<bool>,
     /// Answer everything with this status.
     down: Mutex<Option<StatusCode>>,
+    /// Wait this long before answering a manifest request.
+    manifest_delay: Mutex<Duration>,
     ranges: AtomicUsize,
 }
 
@@ -70,6 +74,8 @@ async fn handle(State(f): State<Arc<Fake>>, req: Request) -> Response {
         return blob_response(&f, data, from, method == "HEAD");
     }
     if let Some((_, r)) = path.split_once("/manifests/") {
+        let delay = *f.manifest_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         let Some((bytes, mt)) = f.manifests.lock().unwrap().get(r).cloned() else {
             return (
                 StatusCode::NOT_FOUND,
@@ -365,7 +371,7 @@ fn add_manifest(fake: &Fake, tag: &str, body: &str) -> Digest {
 
 #[tokio::test]
 async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
-    let env = env_with("cache:\n  tag_ttl: 1s\n").await;
+    let env = env_with("cache:\n  tag_ttl: 1s\n  revalidate: blocking\n").await;
     let d = add_manifest(&env.fake, "v1", MANIFEST);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("v1").unwrap();
@@ -414,7 +420,7 @@ async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
 
 #[tokio::test]
 async fn stale_tags_are_served_when_the_upstream_fails() {
-    let env = env_with("cache:\n  tag_ttl: 1s\n").await;
+    let env = env_with("cache:\n  tag_ttl: 1s\n  revalidate: blocking\n").await;
     let d = add_manifest(&env.fake, "latest", MANIFEST);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("latest").unwrap();

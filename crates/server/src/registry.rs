@@ -233,7 +233,13 @@ async fn manifest(
         .header(header::CONTENT_TYPE, &m.media_type)
         .header(header::CONTENT_LENGTH, m.bytes.len())
         .header("docker-content-digest", m.digest.as_str())
-        .header(header::ETAG, format!("\"{}\"", m.digest))
+        .header(header::ETAG, format!("\"{}\"", m.digest));
+    // cache.keep_deleted: say that the upstream no longer has it, and until when ferry serves it.
+    let resp = match &a.deleted_upstream {
+        Some(d) => resp.header("ferry-deleted-upstream", d.header_value()),
+        None => resp,
+    };
+    let resp = resp
         .body(body)
         .map_err(|e| ApiError::new(ErrorCode::Unknown, e.to_string()))?;
     Ok(resp)
