@@ -128,6 +128,23 @@ fn print_inventory(inv: &Inventory) {
         inv.blobs.len(),
         human_size(inv.total_bytes())
     );
+    print_deleted_upstream(inv);
+}
+
+/// Cached tags the upstream has deleted: served for `cache.keep_deleted` after the first 404.
+fn print_deleted_upstream(inv: &Inventory) {
+    if inv.deleted_upstream.is_empty() {
+        return;
+    }
+    println!("\ndeleted upstream (served for cache.keep_deleted after the first 404):");
+    for d in &inv.deleted_upstream {
+        println!(
+            "  {}  since {} ({})",
+            d.image,
+            humantime::format_rfc3339_seconds(d.since),
+            ago(d.since)
+        );
+    }
 }
 
 fn human_size(n: u64) -> String {

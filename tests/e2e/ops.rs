@@ -213,6 +213,7 @@ fn start_for_sighup(upstream: &FaultyUpstream) -> (FerryBuilder, Ferry) {
     let builder = Ferry::builder()
         .upstream("docker.io", upstream)
         .tag_ttl("1s")
+        .set("cache.revalidate", "blocking")
         .raw_yaml(PADDING);
     let ferry = builder.clone().start();
     (builder, ferry)
@@ -831,7 +832,10 @@ impl ConfigMapDir {
 #[test]
 fn config_file_changes_reload_without_a_signal() {
     let (a, da, b, db) = two_upstreams();
-    let builder = Ferry::builder().upstream("docker.io", &a).tag_ttl("1s");
+    let builder = Ferry::builder()
+        .upstream("docker.io", &a)
+        .tag_ttl("1s")
+        .set("cache.revalidate", "blocking");
     let mut ferry = builder.clone().start();
     assert_eq!(tag_digest(&ferry.host(), "library/app", "1"), da);
     let reloads = |f: &Ferry| count(&f.stderr(), "configuration reloaded");
@@ -1341,6 +1345,13 @@ fn metric_families() -> Vec<Family> {
     m.cache("docker.io", "blob", false);
     Metrics::per_upstream(&m.revalidations, "docker.io", 1);
     Metrics::per_upstream(&m.stale_served, "docker.io", 1);
+    Metrics::per_upstream(&m.deleted_upstream_served, "docker.io", 1);
+    let account = AccountLabels {
+        upstream: up(),
+        account: "anonymous".into(),
+    };
+    m.ratelimit_limit.get_or_create(&account).set(100);
+    m.ratelimit_remaining.get_or_create(&account).set(76);
     m.upstream_request("docker.io", "blob", 200, 0.01);
     Metrics::per_upstream(&m.upstream_bytes, "docker.io", 1);
     Metrics::per_upstream(&m.coalesced_waiters, "docker.io", 1);

@@ -31,11 +31,22 @@ pub struct RepoUsage {
     pub last_served: SystemTime,
 }
 
+/// A cached tag the upstream has deleted (see `cache.keep_deleted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedTag {
+    /// `upstream/repository:tag`.
+    pub image: String,
+    /// When the upstream first answered 404 for it.
+    pub since: SystemTime,
+}
+
 /// What the cache holds.
 #[derive(Debug, Default)]
 pub struct Inventory {
     /// Repositories, sorted by name.
     pub repos: Vec<RepoUsage>,
+    /// Cached tags the upstream has deleted, sorted by image.
+    pub deleted_upstream: Vec<DeletedTag>,
     /// Every stored blob.
     pub blobs: HashMap<Digest, BlobEntry>,
     /// Tag record keys per repository name (for deletion).
@@ -69,6 +80,7 @@ pub async fn scan(store: &dyn BlobStore) -> Result<Inventory> {
         .collect();
     let mut reach: BTreeMap<String, (Vec<String>, BTreeSet<Digest>)> = BTreeMap::new();
     let mut tag_keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut deleted_upstream = Vec::new();
     for key in store.list_meta("tags/").await? {
         let Some((repo, tag)) = split_tag_key(&key) else {
             continue;
@@ -76,6 +88,12 @@ pub async fn scan(store: &dyn BlobStore) -> Result<Inventory> {
         let Some(entry) = meta::get::<TagEntry>(store, &key).await? else {
             continue;
         };
+        if let Some(since) = entry.deleted_since() {
+            deleted_upstream.push(DeletedTag {
+                image: format!("{repo}:{tag}"),
+                since,
+            });
+        }
         let slot = reach.entry(repo.clone()).or_default();
         slot.0.push(tag);
         manifest_blobs(store, &entry.digest, &blobs, &mut slot.1).await?;
@@ -103,8 +121,10 @@ pub async fn scan(store: &dyn BlobStore) -> Result<Inventory> {
             }
         })
         .collect();
+    deleted_upstream.sort_by(|a: &DeletedTag, b| a.image.cmp(&b.image));
     Ok(Inventory {
         repos,
+        deleted_upstream,
         blobs,
         tag_keys,
     })
@@ -319,6 +339,37 @@ mod tests {
         assert_eq!(e.blobs, vec![old.clone()]);
         assert!(
             store.stat(&old).await.unwrap().is_none() && store.stat(&new).await.unwrap().is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn lists_tags_deleted_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let layer = put(&store, b"layer").await;
+        image(&store, "docker.io/library/kept", "1", &[&layer]).await;
+        let d = image(&store, "docker.io/library/gone", "1", &[&layer]).await;
+        let key = meta::tag_key("docker.io", "library/gone", "1");
+        let entry = TagEntry {
+            digest: d,
+            media_type: manifest::OCI_MANIFEST.into(),
+            size: 1,
+            fetched_at: 5,
+            deleted_upstream_at: Some(1_000),
+        };
+        meta::put(&store, &key, &entry).await.unwrap();
+        let inv = scan(&store).await.unwrap();
+        assert_eq!(
+            inv.deleted_upstream,
+            [DeletedTag {
+                image: "docker.io/library/gone:1".into(),
+                since: meta::at_secs(1_000),
+            }]
+        );
+        assert_eq!(
+            inv.repos.len(),
+            2,
+            "a deleted tag is still a cached repository"
         );
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferry_mirror::Mirror;
+use ferry_upstream::Priority;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -42,8 +43,21 @@ impl Default for SyncOptions {
     }
 }
 
-/// Syncs `entries` into the cache of `mirror`.
+/// Syncs `entries` into the cache of `mirror`. Its upstream requests are background work
+/// ([`Priority::Background`]): they leave each account's last requests to client pulls.
 pub async fn sync(
+    mirror: &Mirror,
+    entries: &[ListEntry],
+    opts: &SyncOptions,
+    reporter: Arc<dyn Reporter>,
+    cancel: &CancellationToken,
+) -> Summary {
+    Priority::Background
+        .scope(sync_all(mirror, entries, opts, reporter, cancel))
+        .await
+}
+
+async fn sync_all(
     mirror: &Mirror,
     entries: &[ListEntry],
     opts: &SyncOptions,

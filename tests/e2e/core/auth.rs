@@ -35,6 +35,7 @@ async fn anonymous_bearer_tokens_are_fetched_once_per_repository_and_reused() {
     let ferry = Ferry::builder()
         .upstream("docker.io", &registry)
         .tag_ttl("1s")
+        .set("cache.revalidate", "blocking")
         .start();
 
     // A real pull: manifest, config and layer, all with one token.

@@ -91,6 +91,7 @@ async fn tags_are_trusted_for_tag_ttl_then_revalidated_with_a_head() {
     let ferry = Ferry::builder()
         .upstream("docker.io", &registry)
         .tag_ttl("2s")
+        .set("cache.revalidate", "blocking")
         .set(
             "cache.immutable_tags",
             serde_json::json!(["v?[0-9]+\\.[0-9]+\\.[0-9]+"]),
@@ -152,10 +153,12 @@ async fn cached_tags_are_served_when_the_upstream_limits_fails_or_is_down() {
     let ferry = Ferry::builder()
         .upstream("docker.io", &up)
         .tag_ttl("1s")
+        .set("cache.revalidate", "blocking")
         .start();
     let strict = Ferry::builder()
         .upstream("docker.io", &up)
         .tag_ttl("1s")
+        .set("cache.revalidate", "blocking")
         .set("cache.serve_stale", false)
         .start();
     let tag_path = "/v2/org/app/manifests/stable";

@@ -34,6 +34,10 @@ use super::http::{percent_encode, query_pairs};
 use super::runtime::{BackgroundRuntime, bind_loopback};
 use super::token::basic_credentials;
 
+mod hub;
+
+pub use hub::user_of;
+
 /// Largest body chunk sent at once.
 const CHUNK: usize = 256 * 1024;
 /// `service` in the fake's Bearer challenge.
@@ -206,6 +210,9 @@ pub enum UpstreamAuth {
         /// Password.
         password: String,
     },
+    /// `Authorization: Basic` with any credentials (several accounts; see
+    /// [`FaultyUpstream::pulls_by_user`]).
+    AnyBasic,
     /// The Bearer token flow: 401 with a challenge naming `http://<fake>/token`; tokens live
     /// `expires_in` seconds; the token endpoint requires Basic `credentials` if set.
     Bearer {
@@ -306,6 +313,7 @@ struct Inner {
     auth: UpstreamAuth,
     tokens: HashMap<String, IssuedToken>,
     tokens_issued: u64,
+    pull_limit: Option<hub::PullLimit>,
 }
 
 #[derive(Debug)]
@@ -858,6 +866,10 @@ async fn registry_handler(State(shared): State<Arc<Shared>>, req: Request) -> Re
                     r.by_digest.get(&digest).map(|m| (digest, m.clone()))
                 })
             };
+            let limit = match hub::count(&shared, req.method(), req.headers()) {
+                Ok(headers) => headers,
+                Err(refused) => return refused,
+            };
             let Some((digest, manifest)) = found else {
                 return oci_error(
                     StatusCode::NOT_FOUND,
@@ -865,7 +877,7 @@ async fn registry_handler(State(shared): State<Arc<Shared>>, req: Request) -> Re
                     &format!("manifest unknown: {name}:{reference}"),
                 );
             };
-            serve_content(
+            let mut resp = serve_content(
                 &shared,
                 Source::Memory(manifest.bytes),
                 &digest,
@@ -874,7 +886,9 @@ async fn registry_handler(State(shared): State<Arc<Shared>>, req: Request) -> Re
                 head,
                 &faults,
             )
-            .await
+            .await;
+            hub::add(&mut resp, limit);
+            resp
         }
         Target::Blob { name, digest } => {
             let source = shared.inner.lock().unwrap().blobs.get(&digest).cloned();
@@ -982,8 +996,13 @@ fn check_auth(shared: &Shared, headers: &HeaderMap, repo: Option<&str>) -> Optio
     let mut inner = shared.inner.lock().unwrap();
     match inner.auth.clone() {
         UpstreamAuth::None => None,
-        UpstreamAuth::Basic { user, password } => {
-            if basic_credentials(headers) == Some((user, password)) {
+        UpstreamAuth::AnyBasic | UpstreamAuth::Basic { .. } => {
+            let wanted = match &inner.auth {
+                UpstreamAuth::Basic { user, password } => Some((user.clone(), password.clone())),
+                _ => None,
+            };
+            let given = basic_credentials(headers);
+            if given.is_some() && (wanted.is_none() || given == wanted) {
                 return None;
             }
             let mut r = oci_error(
