@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 
 use crate::error::SyncError;
 use crate::progress::{BlobOutcome, BlobProgress};
+use crate::referrers::{self, Referrers};
 use crate::walk::{Fetched, Transfer};
 
 /// Which image of the current run first asked for each blob: shared layers are fetched once
@@ -114,6 +115,43 @@ impl Transfer for CacheTransfer {
     async fn put_manifest(&self, _: &Fetched, _: &Reference) -> Result<(), SyncError> {
         // `manifest` already stored it in the cache.
         Ok(())
+    }
+
+    async fn referrers(&self, subject: &Digest) -> Result<Option<Referrers>, SyncError> {
+        match self.mirror.referrers(&self.target, subject, None).await {
+            Ok(Some(a)) => {
+                let list = referrers::listed(&a.body, Some(&a.content_type))?;
+                return Ok((!list.is_empty()).then_some(Referrers {
+                    list,
+                    tag_index: None,
+                }));
+            }
+            Ok(None) => {}
+            Err(e) => none_or(e.into())?,
+        }
+        // The fallback tag, HEAD first (a HEAD is not a pull on Docker Hub). `manifest` then
+        // stores the tag in the cache, so clients using the tag scheme find it in ferry.
+        let tag = Reference::Tag(referrers::fallback_tag(subject));
+        let (up, repo) = (&self.target.upstream, &self.target.repo);
+        if let Err(e) = up.manifest_head(repo, &tag).await {
+            none_or(e.into())?;
+            return Ok(None);
+        }
+        let index = self.manifest(&tag).await?;
+        let list = referrers::listed(&index.bytes, Some(&index.media_type))?;
+        Ok(Some(Referrers {
+            list,
+            tag_index: None,
+        }))
+    }
+}
+
+/// `Ok` when a failed referrers lookup just means there are none.
+pub(crate) fn none_or(e: SyncError) -> Result<(), SyncError> {
+    if referrers::means_none(&e) {
+        Ok(())
+    } else {
+        Err(e)
     }
 }
 

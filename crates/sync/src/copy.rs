@@ -22,8 +22,10 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::none_or;
 use crate::error::SyncError;
 use crate::progress::{BlobOutcome, BlobProgress, Event, Reporter};
+use crate::referrers::{self, Referrers};
 use crate::retry::RetryPolicy;
 use crate::summary::ImageResult;
 use crate::walk::{Fetched, Transfer, Walk};
@@ -144,6 +146,39 @@ impl Transfer for RegistryTransfer {
             .await?;
         Ok(())
     }
+
+    async fn referrers(&self, subject: &Digest) -> Result<Option<Referrers>, SyncError> {
+        let (src, repo) = (&self.src.client, &self.src.repo);
+        let api = match src.referrers(repo, subject, None).await {
+            Ok(a) => a,
+            Err(e) => none_or(e.into()).map(|()| None)?,
+        };
+        if let Some((body, content_type)) = api {
+            let list = referrers::listed(&body, Some(&content_type))?;
+            if list.is_empty() {
+                return Ok(None);
+            }
+            // A destination without the API finds referrers only by the fallback tag.
+            let dst_api = self
+                .dst
+                .client
+                .referrers(&self.dst.repo, subject, None)
+                .await;
+            let tag_index = (!matches!(dst_api, Ok(Some(_)))).then(|| referrers::api_index(body));
+            return Ok(Some(Referrers { list, tag_index }));
+        }
+        let tag = Reference::Tag(referrers::fallback_tag(subject));
+        if let Err(e) = src.manifest_head(repo, &tag).await {
+            none_or(e.into())?;
+            return Ok(None);
+        }
+        let index = self.manifest(&tag).await?;
+        let list = referrers::listed(&index.bytes, Some(&index.media_type))?;
+        Ok(Some(Referrers {
+            list,
+            tag_index: Some(index),
+        }))
+    }
 }
 
 /// How to copy.
@@ -193,6 +228,7 @@ pub async fn copy_image(
         retry: opts.retry,
         permits: Arc::new(Semaphore::new(opts.jobs.max(1))),
         parallel: opts.jobs.max(1),
+        with_referrers: true,
     };
     let (reference, publish_as) = (src.reference(), destination_reference(src, dst));
     let result = tokio::select! {

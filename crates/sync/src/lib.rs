@@ -9,7 +9,8 @@
 //!
 //! How:
 //! - [`walk`]: one image, generically: manifests (index children filtered by platform), every
-//!   blob with bounded parallelism and [`retry`], then manifests published children first;
+//!   blob with bounded parallelism and [`retry`], then manifests published children first,
+//!   then the image's [`referrers`] (signatures, SBOMs);
 //! - [`cache`]: the [`walk::Transfer`] into the cache, through the same [`ferry_mirror::Mirror`]
 //!   that serves pulls (so sync and on-demand pulls are one code path);
 //! - [`copy`]: the [`walk::Transfer`] from one registry to another (`ferry copy`), over
@@ -26,6 +27,7 @@ pub mod error;
 pub mod list;
 pub mod plan;
 pub mod progress;
+pub mod referrers;
 pub mod remote;
 pub mod retry;
 pub mod run;

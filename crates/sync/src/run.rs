@@ -195,6 +195,7 @@ impl Runner<'_> {
             retry: self.opts.retry,
             permits: self.permits.clone(),
             parallel: self.opts.jobs.max(1),
+            with_referrers: true,
         };
         let result = tokio::select! {
             r = walk.run(&transfer, &job.reference, &job.reference) => r,

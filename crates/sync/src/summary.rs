@@ -25,6 +25,21 @@ pub struct ImageStats {
     pub bytes_fetched: u64,
     /// Bytes of all blobs of the image.
     pub bytes_total: u64,
+    /// Referrers (signatures, SBOMs, attestations) transferred with it.
+    pub referrers: usize,
+}
+
+impl ImageStats {
+    /// Adds what another walk (a referrer's) did: manifests, blobs, bytes, referrers.
+    pub fn add(&mut self, o: &ImageStats) {
+        self.manifests += o.manifests;
+        self.blobs_fetched += o.blobs_fetched;
+        self.blobs_present += o.blobs_present;
+        self.blobs_mounted += o.blobs_mounted;
+        self.bytes_fetched += o.bytes_fetched;
+        self.bytes_total += o.bytes_total;
+        self.referrers += o.referrers;
+    }
 }
 
 /// One image of a run.
@@ -126,7 +141,10 @@ fn row(r: &ImageResult) -> [String; 7] {
             (s.blobs_present + s.blobs_mounted).to_string(),
             human_bytes(s.bytes_fetched),
             time,
-            "ok".into(),
+            match s.referrers {
+                0 => "ok".into(),
+                n => format!("ok (+{n} referrers)"),
+            },
         ],
         Err(e) => [
             r.image.clone(),

@@ -2,6 +2,9 @@
 //! for an index, fetch the chosen platforms' manifests; transfer every blob with bounded
 //! parallelism and retries; then publish the manifests, children before the index.
 //!
+//! With [`Walk::referrers`] set, the image's referrers (signatures, SBOMs) follow it
+//! ([`crate::referrers`]).
+//!
 //! Where manifests come from and where blobs go is a [`Transfer`]: the cache
 //! ([`crate::cache::CacheTransfer`], for `ferry sync` and the scheduled sync) or another
 //! registry ([`crate::copy::RegistryTransfer`], for `ferry copy`). Both share this walk.
@@ -19,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::SyncError;
 use crate::progress::{BlobOutcome, BlobProgress, Event, Reporter};
+pub use crate::referrers::Referrers;
 use crate::retry::RetryPolicy;
 use crate::summary::ImageStats;
 
@@ -54,6 +58,15 @@ pub trait Transfer: Send + Sync {
         manifest: &Fetched,
         reference: &Reference,
     ) -> impl Future<Output = Result<(), SyncError>> + Send;
+
+    /// The source's referrers of manifest `subject` (`None`: none, or no way to ask).
+    fn referrers(
+        &self,
+        subject: &Digest,
+    ) -> impl Future<Output = Result<Option<Referrers>, SyncError>> + Send {
+        let _ = subject;
+        std::future::ready(Ok(None))
+    }
 }
 
 /// Settings and context of one image walk.
@@ -74,6 +87,8 @@ pub struct Walk {
     pub permits: Arc<Semaphore>,
     /// Blob transfers started at once per image.
     pub parallel: usize,
+    /// Also transfer the referrers (signatures, SBOMs) of the image's manifests.
+    pub with_referrers: bool,
 }
 
 /// What an image consists of, in publishing order.
@@ -85,21 +100,40 @@ struct Plan {
 }
 
 impl Walk {
-    /// Transfers the image `reference` names, publishing its top manifest as `publish_as`.
+    /// Transfers the image `reference` names, publishing its top manifest as `publish_as`,
+    /// then (with `with_referrers`) the referrers of its manifests.
     pub async fn run<T: Transfer>(
         &self,
         t: &T,
         reference: &Reference,
         publish_as: &Reference,
     ) -> Result<ImageStats, SyncError> {
+        let (mut stats, subjects) = self.transfer(t, reference, publish_as, true).await?;
+        if self.with_referrers {
+            let extra = self.referrers(t, &subjects).await?;
+            stats.add(&extra);
+        }
+        Ok(stats)
+    }
+
+    /// One image without its referrers; also returns the digests of its manifests.
+    pub(crate) async fn transfer<T: Transfer>(
+        &self,
+        t: &T,
+        reference: &Reference,
+        publish_as: &Reference,
+        announce: bool,
+    ) -> Result<(ImageStats, Vec<Digest>), SyncError> {
         let plan = self.plan(t, reference, publish_as).await?;
         let bytes_total = plan.blobs.iter().map(|b| b.size).sum();
-        self.reporter.event(Event::ImageResolved {
-            image: self.image.clone(),
-            manifests: plan.manifests.len(),
-            blobs: plan.blobs.len(),
-            bytes: bytes_total,
-        });
+        if announce {
+            self.reporter.event(Event::ImageResolved {
+                image: self.image.clone(),
+                manifests: plan.manifests.len(),
+                blobs: plan.blobs.len(),
+                bytes: bytes_total,
+            });
+        }
         let mut stats = self.blobs(t, plan.blobs).await?;
         stats.bytes_total = bytes_total;
         stats.manifests = plan.manifests.len();
@@ -108,7 +142,8 @@ impl Walk {
             self.retry(&what, || t.put_manifest(m, r)).await?;
         }
         stats.digest = plan.manifests.last().map(|(m, _)| m.digest.clone());
-        Ok(stats)
+        let digests = plan.manifests.into_iter().map(|(m, _)| m.digest).collect();
+        Ok((stats, digests))
     }
 
     async fn plan<T: Transfer>(
@@ -218,7 +253,7 @@ impl Walk {
         Ok(stats)
     }
 
-    async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T, SyncError>
+    pub(crate) async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T, SyncError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SyncError>>,

@@ -8,6 +8,7 @@ use ferry_oci::manifest::{OCI_INDEX, OCI_MANIFEST};
 
 use super::*;
 use crate::progress::Quiet;
+use crate::referrers::Referrers;
 
 /// Source manifests by reference, destination blobs and published manifests.
 #[derive(Default)]
@@ -18,6 +19,8 @@ struct Fake {
     flaky: Mutex<HashMap<Digest, u32>>,
     missing: HashSet<Digest>,
     published: Mutex<Vec<(Digest, String)>>,
+    /// Referrers by subject.
+    referrers: HashMap<Digest, Referrers>,
 }
 
 impl Fake {
@@ -70,6 +73,10 @@ impl Transfer for Fake {
             .push((m.digest.clone(), r.to_string()));
         Ok(())
     }
+
+    async fn referrers(&self, subject: &Digest) -> Result<Option<Referrers>, SyncError> {
+        Ok(self.referrers.get(subject).cloned())
+    }
 }
 
 fn blob(n: u8) -> Digest {
@@ -120,6 +127,7 @@ fn walk(platforms: &[&str], single_platform: bool) -> Walk {
         },
         permits: Arc::new(Semaphore::new(2)),
         parallel: 2,
+        with_referrers: false,
     }
 }
 
@@ -209,4 +217,77 @@ async fn retries_and_failures_name_the_blob() {
         .await
         .unwrap_err();
     assert_eq!(e.to_string(), "not found: manifest nope: manifest unknown");
+}
+
+#[tokio::test]
+async fn referrers_follow_their_image_with_the_fallback_tag_last() {
+    let (mut f, top, amd, _) = two_platforms();
+    let sig = f.add("sig", OCI_MANIFEST, image(3, &[30]));
+    let sbom = f.add("sbom", OCI_MANIFEST, image(4, &[40]));
+    let desc = |d: &Digest| format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":1}}"#);
+    let index_json = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+        desc(&sig)
+    );
+    let tag_index = Fetched {
+        digest: Digest::sha256_of(index_json.as_bytes()),
+        bytes: Bytes::from(index_json.clone()),
+        media_type: OCI_INDEX.into(),
+    };
+    let list = |json: &str| crate::referrers::listed(json.as_bytes(), None).unwrap();
+    f.referrers.insert(
+        top.clone(),
+        Referrers {
+            list: list(
+                &tag_index
+                    .bytes
+                    .iter()
+                    .map(|b| *b as char)
+                    .collect::<String>(),
+            ),
+            tag_index: Some(tag_index.clone()),
+        },
+    );
+    let sbom_index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+        desc(&sbom)
+    );
+    f.referrers.insert(
+        amd,
+        Referrers {
+            list: list(&sbom_index),
+            tag_index: None,
+        },
+    );
+    let mut w = walk(&[], false);
+    w.with_referrers = true;
+    let stats = w.run(&f, &tag("v1"), &tag("v1")).await.unwrap();
+    assert_eq!(
+        stats.referrers, 2,
+        "a signature of the index, an SBOM of a platform"
+    );
+    assert_eq!(
+        stats.blobs_fetched,
+        5 + 4,
+        "the referrers' configs and layers too"
+    );
+    assert_eq!(
+        stats.digest,
+        Some(top.clone()),
+        "the image's digest, not a referrer's"
+    );
+    let published = f.published.lock().unwrap().clone();
+    let at = |d: &Digest, r: &str| {
+        published
+            .iter()
+            .position(|p| p.0 == *d && p.1 == r)
+            .unwrap()
+    };
+    let fallback = crate::referrers::fallback_tag(&top).to_string();
+    assert!(at(&top, "v1") < at(&sig, sig.as_str()), "the image first");
+    assert!(
+        at(&sig, sig.as_str()) < at(&tag_index.digest, &fallback),
+        "the tag index last"
+    );
+    assert!(published.iter().any(|p| p.0 == sbom));
 }
