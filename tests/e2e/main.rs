@@ -12,6 +12,7 @@ mod core;
 mod edge;
 mod freshness;
 mod ops;
+mod referrers;
 mod s3;
 mod selftest;
 mod sync;

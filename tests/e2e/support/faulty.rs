@@ -35,6 +35,7 @@ use super::runtime::{BackgroundRuntime, bind_loopback};
 use super::token::basic_credentials;
 
 mod hub;
+mod referrers;
 
 pub use hub::user_of;
 
@@ -314,6 +315,7 @@ struct Inner {
     tokens: HashMap<String, IssuedToken>,
     tokens_issued: u64,
     pull_limit: Option<hub::PullLimit>,
+    referrers_api: bool,
 }
 
 #[derive(Debug)]
@@ -789,6 +791,7 @@ enum Target {
     Manifest { name: String, reference: String },
     Blob { name: String, digest: String },
     Tags { name: String },
+    Referrers { name: String, digest: String },
     Unknown,
 }
 
@@ -799,6 +802,12 @@ fn parse_target(path: &str) -> Target {
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Target::Unknown;
     };
+    if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
+        return Target::Referrers {
+            name: name.to_owned(),
+            digest: digest.to_owned(),
+        };
+    }
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Target::Tags {
             name: name.to_owned(),
@@ -821,9 +830,10 @@ fn parse_target(path: &str) -> Target {
 
 fn target_repo(target: &Target) -> Option<&str> {
     match target {
-        Target::Manifest { name, .. } | Target::Blob { name, .. } | Target::Tags { name } => {
-            Some(name)
-        }
+        Target::Manifest { name, .. }
+        | Target::Blob { name, .. }
+        | Target::Tags { name }
+        | Target::Referrers { name, .. } => Some(name),
         _ => None,
     }
 }
@@ -923,6 +933,7 @@ async fn registry_handler(State(shared): State<Arc<Shared>>, req: Request) -> Re
             .await
         }
         Target::Tags { name } => tags_list(&shared, &name, req.uri().query().unwrap_or("")),
+        Target::Referrers { name, digest } => referrers::answer(&shared, &name, &digest),
         Target::Unknown => oci_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "unknown path"),
     }
 }
