@@ -878,7 +878,7 @@ async fn registry_handler(State(shared): State<Arc<Shared>>, req: Request) -> Re
             };
             let limit = match hub::count(&shared, req.method(), req.headers()) {
                 Ok(headers) => headers,
-                Err(refused) => return refused,
+                Err(refused) => return *refused,
             };
             let Some((digest, manifest)) = found else {
                 return oci_error(

@@ -56,7 +56,7 @@ pub(super) fn count(
     shared: &Shared,
     method: &Method,
     headers: &HeaderMap,
-) -> Result<Vec<(&'static str, String)>, Response> {
+) -> Result<Vec<(&'static str, String)>, Box<Response>> {
     let mut inner = shared.inner.lock().unwrap();
     let Some(pl) = inner.pull_limit.as_mut() else {
         return Ok(Vec::new());
@@ -79,7 +79,7 @@ pub(super) fn count(
             "You have reached your pull rate limit.",
         );
         add(&mut r, headers);
-        return Err(r);
+        return Err(Box::new(r));
     }
     Ok(headers)
 }
