@@ -276,3 +276,38 @@ fn sync_leaves_the_last_pulls_of_an_account_to_clients() {
     assert!(pulled.contains_key("manifest.json"));
     assert_eq!(pull_users(&up), ["bot", "bot", "bot", "bot"]);
 }
+
+#[tokio::test]
+async fn a_client_pull_comes_before_a_running_scheduled_sync() {
+    let up = limited_hub(5, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.txt");
+    let lines: String = (0..4)
+        .map(|i| format!("docker.io/org/app:t{i}\n"))
+        .collect();
+    std::fs::write(&list, lines).unwrap();
+    let ferry = Ferry::builder()
+        .upstream_with(
+            "docker.io",
+            &up,
+            serde_json::json!({"username": "bot", "password": "p"}),
+        )
+        .set(
+            "sync",
+            serde_json::json!({"list": list, "interval": "6h", "jobs": 1}),
+        )
+        .start();
+    // The sync inside the server takes the account down to its reserve, then waits to retry.
+    wait_until(Duration::from_secs(20), "the sync at the reserve", || {
+        pull_users(&up).len() == 3 && ferry.log().contains("rate-limit")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pull_users(&up).len(), 3, "the sync stays off the reserve");
+
+    // A client pull through the same server, on the same account: served.
+    assert_eq!(
+        digest_at(&ferry, "/v2/org/app/manifests/t4").await.len(),
+        71
+    );
+    assert_eq!(pull_users(&up), ["bot"; 4], "no 429 was needed");
+}

@@ -176,6 +176,11 @@ impl Mirror {
             }
             return;
         }
+        if matches!(&e, MirrorError::Upstream(UpstreamError::RateLimited { .. })) {
+            // Often the ledger keeping an account's reserve for clients: expected, and cheap.
+            tracing::debug!(upstream = %t.name, repository = %t.repo, error = %e, "background revalidation deferred");
+            return;
+        }
         tracing::warn!(upstream = %t.name, repository = %t.repo, error = %e, "background revalidation failed; the cached tag stays in use");
     }
 
