@@ -311,3 +311,39 @@ async fn a_client_pull_comes_before_a_running_scheduled_sync() {
     );
     assert_eq!(pull_users(&up), ["bot"; 4], "no 429 was needed");
 }
+
+#[tokio::test]
+async fn a_hot_tag_is_refreshed_before_it_expires() {
+    let registry = Registry::start();
+    let a = push_fixture(&registry, Fixture::single().seed("hot-a"), "lib/hot:1");
+    let b = push_fixture(&registry, Fixture::single().seed("hot-b"), "lib/hot:next");
+    registry.tag("lib/hot", "1", "cold");
+    let ferry = Ferry::builder()
+        .upstream("docker.io", &registry)
+        .tag_ttl("10s")
+        .start();
+    let (hot, cold) = ("/v2/lib/hot/manifests/1", "/v2/lib/hot/manifests/cold");
+    let fetched = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(digest_at(&ferry, hot).await, a.digest);
+    }
+    assert_eq!(digest_at(&ferry, cold).await, a.digest);
+    registry.tag("lib/hot", "next", "1");
+    registry.tag("lib/hot", "next", "cold");
+
+    // At 80% of the TTL the hot tag is revalidated in the background, the cold one is not.
+    // (8.4 s: the tag record keeps whole seconds, so it may look up to 1 s older.)
+    tokio::time::sleep(Duration::from_millis(8400).saturating_sub(fetched.elapsed())).await;
+    assert_eq!(digest_at(&ferry, hot).await, a.digest);
+    assert_eq!(digest_at(&ferry, cold).await, a.digest);
+    let head = |path: &str| crate::core::ferry_count(&registry, "HEAD", path);
+    wait_until(Duration::from_secs(5), "the refresh ahead", || {
+        head(hot) == 1
+    });
+    assert_eq!(digest_at(&ferry, hot).await, b.digest, "the move is seen");
+    assert!(
+        fetched.elapsed() < Duration::from_secs(9),
+        "before the TTL ran out"
+    );
+    assert_eq!(head(cold), 0, "a cold tag costs nothing until it expires");
+}

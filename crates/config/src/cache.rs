@@ -25,6 +25,9 @@ pub struct CacheConfig {
     /// How a tag past its TTL is revalidated: answered at once and refreshed in the background,
     /// or held until the upstream answers.
     pub revalidate: Revalidate,
+    /// With background revalidation: a hot tag (served at least twice since its last refresh)
+    /// is revalidated when 80% of its TTL has passed, so clients never see it expire.
+    pub refresh_ahead: bool,
     /// How long a tag ferry has served keeps being served after the upstream started answering
     /// 404 for it (counted from the first 404), or `off`.
     pub keep_deleted: KeepDeleted,
@@ -42,6 +45,7 @@ impl Default for CacheConfig {
             negative_ttl: Dur::secs(60),
             serve_stale: true,
             revalidate: Revalidate::Background,
+            refresh_ahead: true,
             keep_deleted: KeepDeleted(Some(Dur::secs(7 * 86_400))),
             memory: ByteSize(32 << 20),
             fill_timeout: Dur::secs(3600),

@@ -56,6 +56,8 @@ impl ManifestAnswer {
 pub struct Memory {
     manifests: moka::sync::Cache<Digest, Arc<CachedManifest>>,
     pub(crate) tags: moka::sync::Cache<String, TagEntry>,
+    /// Fresh answers served per tag since its last refresh (for refresh-ahead).
+    pub(crate) tag_hits: moka::sync::Cache<String, Arc<AtomicU64>>,
     negative: moka::sync::Cache<String, (UpstreamError, std::time::Instant)>,
     negative_ttl_ms: AtomicU64,
 }
@@ -69,6 +71,7 @@ impl Memory {
                 .weigher(|_, m: &Arc<CachedManifest>| (m.bytes.len() as u32).saturating_add(256))
                 .build(),
             tags: moka::sync::Cache::new(100_000),
+            tag_hits: moka::sync::Cache::new(100_000),
             negative: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3600))
@@ -268,6 +271,7 @@ impl Mirror {
         };
         meta::put(self.inner.store.as_ref(), key, &entry).await?;
         self.inner.memory.tags.insert(key.to_owned(), entry);
+        self.inner.memory.tag_hits.invalidate(key);
         Ok(())
     }
 

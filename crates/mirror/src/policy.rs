@@ -20,7 +20,12 @@ pub struct Policy {
     pub background: bool,
     /// How long a tag deleted upstream is still served (`None`: not at all).
     pub keep_deleted: Option<Duration>,
+    /// Whether hot tags are revalidated before they expire (background mode only).
+    pub refresh_ahead: bool,
 }
+
+/// Fresh answers served since its last refresh that make a tag hot.
+pub const HOT_HITS: u64 = 2;
 
 impl Policy {
     /// Builds the policy (patterns are already validated).
@@ -44,6 +49,8 @@ impl Policy {
             negative_ttl: config.cache.negative_ttl.0,
             background: config.cache.revalidate == Revalidate::Background,
             keep_deleted: config.cache.keep_deleted.get(),
+            refresh_ahead: config.cache.refresh_ahead
+                && config.cache.revalidate == Revalidate::Background,
         }
     }
 
@@ -69,6 +76,18 @@ impl Policy {
             .duration_since(fetched_at)
             .unwrap_or_default();
         age < self.tag_ttl(upstream)
+    }
+
+    /// Whether a fresh tag answer fetched at `fetched_at` is old enough (80% of its TTL) to be
+    /// refreshed ahead, if it is hot.
+    pub fn refresh_ahead_due(&self, upstream: &str, tag: &str, fetched_at: SystemTime) -> bool {
+        if !self.refresh_ahead || self.is_immutable(tag) {
+            return false;
+        }
+        let age = SystemTime::now()
+            .duration_since(fetched_at)
+            .unwrap_or_default();
+        age >= self.tag_ttl(upstream).mul_f64(0.8)
     }
 
     /// Whether a cached tag answer is served without waiting for the upstream: fresh, or
@@ -114,6 +133,16 @@ mod tests {
         assert!(!p.is_immutable("1.2.3-rc1"), "patterns match whole tags");
         assert!(!p.is_immutable("latest"));
         assert!(p.background, "background revalidation is the default");
+        let ghcr = |secs| now - Duration::from_secs(secs);
+        assert!(
+            p.refresh_ahead_due("ghcr.io", "latest", ghcr(50)),
+            "50s of 1m"
+        );
+        assert!(!p.refresh_ahead_due("ghcr.io", "latest", ghcr(40)));
+        assert!(
+            !p.refresh_ahead_due("ghcr.io", "1.2.3", ghcr(50)),
+            "immutable"
+        );
     }
 
     #[test]

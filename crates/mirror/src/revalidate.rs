@@ -5,11 +5,16 @@
 //! request sees what it learned. The tasks belong to the [`Mirror`]: they run on a
 //! [`TaskTracker`] and stop with [`Mirror::shutdown`].
 //!
+//! With `cache.refresh_ahead` a hot tag (served [`HOT_HITS`] times since its last refresh) is
+//! revalidated the same way once 80% of its TTL has passed, so its clients never see it
+//! expire; cold tags cost no upstream request until someone asks.
+//!
 //! With `cache.keep_deleted`, a tag ferry has served that the upstream now answers 404 for
 //! keeps being served for that long, counted from the first 404, which is recorded in the tag's
 //! metadata; every such answer carries a [`DeletedUpstream`] notice.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::MirrorError;
 use crate::manifests::{CachedManifest, ManifestAnswer};
 use crate::meta::{self, TagEntry, now_secs};
+use crate::policy::HOT_HITS;
 use crate::{Mirror, Outcome, Target};
 
 /// How long [`Mirror::shutdown`] waits for background revalidations to stop.
@@ -127,6 +133,10 @@ impl Mirror {
                 return None;
             }
             self.revalidate_in_background(t, tag, entry.clone(), key);
+        } else if self.count_hit(key) >= HOT_HITS
+            && policy.refresh_ahead_due(&t.name, tag.as_str(), entry.fetched())
+        {
+            self.revalidate_in_background(t, tag, entry.clone(), key);
         }
         if deleted.is_some() {
             Metrics::per_upstream(&self.inner.metrics.deleted_upstream_served, &t.name, 1);
@@ -136,6 +146,16 @@ impl Mirror {
             outcome: Outcome::Hit,
             deleted_upstream: deleted,
         })
+    }
+
+    /// Counts a fresh answer of `key`; returns the count since its last refresh.
+    fn count_hit(&self, key: &str) -> u64 {
+        let hits = self
+            .inner
+            .memory
+            .tag_hits
+            .get_with(key.to_owned(), Arc::default);
+        hits.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Starts one background revalidation of `key`, unless one is running.

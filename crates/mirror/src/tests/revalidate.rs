@@ -167,3 +167,53 @@ async fn background_revalidation_notices_a_deletion_and_off_serves_nothing() {
         "{err:?}"
     );
 }
+
+/// Makes the tag answer of `tag` look `secs` old (the record keeps whole seconds).
+fn age_tag(mirror: &Mirror, tag: &str, secs: u64) {
+    let key = meta::tag_key("docker.io", "org/app", tag);
+    let mut e = mirror.inner.memory.tags.get(&key).expect("a tag entry");
+    e.fetched_at = meta::now_secs() - secs;
+    mirror.inner.memory.tags.insert(key, e);
+}
+
+#[tokio::test]
+async fn a_hot_tag_is_refreshed_ahead_of_its_ttl_and_a_cold_one_is_not() {
+    let env = env_with("cache:\n  tag_ttl: 10s\n").await;
+    let hot_d1 = add_manifest(&env.fake, "hot", MANIFEST);
+    add_manifest(&env.fake, "cold", MANIFEST);
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let (hot, cold) = (
+        Reference::parse("hot").unwrap(),
+        Reference::parse("cold").unwrap(),
+    );
+    for _ in 0..3 {
+        env.mirror.manifest(&t, &hot).await.unwrap();
+    }
+    env.mirror.manifest(&t, &cold).await.unwrap();
+    let hot_d2 = moved(&env.fake, "hot");
+    moved(&env.fake, "cold");
+    // 9 s of 10: fresh, and past the 80% mark.
+    age_tag(&env.mirror, "hot", 9);
+    age_tag(&env.mirror, "cold", 9);
+
+    let a = env.mirror.manifest(&t, &hot).await.unwrap();
+    assert_eq!((a.outcome, &a.manifest.digest), (Outcome::Hit, &hot_d1));
+    let c = env.mirror.manifest(&t, &cold).await.unwrap();
+    assert_eq!(c.outcome, Outcome::Hit);
+    settle(&env.mirror).await;
+    assert_eq!(
+        env.fake.hits("HEAD", "/manifests/hot"),
+        1,
+        "refreshed ahead"
+    );
+    assert_eq!(
+        env.fake.hits("HEAD", "/manifests/cold"),
+        0,
+        "a cold tag waits"
+    );
+    let a = env.mirror.manifest(&t, &hot).await.unwrap();
+    assert_eq!(
+        a.manifest.digest, hot_d2,
+        "the refresh is served before the TTL ran out"
+    );
+}
