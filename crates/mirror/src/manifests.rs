@@ -185,12 +185,16 @@ impl Mirror {
         key: String,
     ) -> Result<ManifestAnswer> {
         let transient = matches!(&e, MirrorError::Upstream(u) if u.is_transient());
-        if let (true, true, Some(entry)) = (transient, self.settings().policy.serve_stale, &entry)
+        let policy = self.settings().policy.clone();
+        if let (true, true, Some(entry)) = (transient, policy.serve_stale, &entry)
+            && let Some(deleted) = policy.deleted_notice(entry)
             && let Some(m) = self.cached_manifest(&entry.digest).await?
         {
             tracing::warn!(upstream = %t.name, repository = %t.repo, error = %e, "upstream failed; serving the cached tag");
             Metrics::per_upstream(&self.inner.metrics.stale_served, &t.name, 1);
-            return Ok(ManifestAnswer::new((m, Outcome::Stale)));
+            let mut answer = ManifestAnswer::new((m, Outcome::Stale));
+            answer.deleted_upstream = deleted;
+            return Ok(answer);
         }
         if is_not_found(&e)
             && let Some(entry) = &entry

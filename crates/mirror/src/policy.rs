@@ -98,12 +98,23 @@ impl Policy {
         tag: &ferry_oci::Tag,
         entry: &crate::meta::TagEntry,
     ) -> bool {
-        if let Some(since) = entry.deleted_since()
-            && self.keep_deleted_until(since).is_none()
-        {
+        if self.deleted_notice(entry).is_none() {
             return false;
         }
         self.background || self.is_fresh(upstream, tag.as_str(), entry.fetched())
+    }
+
+    /// For a cached tag that may be served: `Some(None)` if not deleted upstream,
+    /// `Some(Some(notice))` if deleted and within `keep_deleted`; `None` if deleted and past it.
+    pub fn deleted_notice(
+        &self,
+        entry: &crate::meta::TagEntry,
+    ) -> Option<Option<crate::revalidate::DeletedUpstream>> {
+        let Some(since) = entry.deleted_since() else {
+            return Some(None);
+        };
+        let until = self.keep_deleted_until(since)?;
+        Some(Some(crate::revalidate::DeletedUpstream { since, until }))
     }
 
     /// Until when a tag first seen deleted upstream at `since` is still served, if it is now.

@@ -121,13 +121,7 @@ impl Mirror {
     ) -> Option<ManifestAnswer> {
         let settings = self.settings();
         let policy = &settings.policy;
-        let deleted = match entry.deleted_since() {
-            None => None,
-            Some(since) => Some(DeletedUpstream {
-                since,
-                until: policy.keep_deleted_until(since)?,
-            }),
-        };
+        let deleted = policy.deleted_notice(entry)?;
         if !policy.is_fresh(&t.name, tag.as_str(), entry.fetched()) {
             if !policy.background {
                 return None;
