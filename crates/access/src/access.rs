@@ -310,10 +310,13 @@ fn anonymous_or_refuse(st: &State, ip: IpAddr) -> Result<Identity, Denial> {
 }
 
 fn issue(st: &State, identity: &Identity, req: &TokenRequest) -> Vec<u8> {
+    let p = &st.policy;
     let sub = identity.user().unwrap_or("");
-    let issued = st
-        .policy
-        .signer
-        .issue(sub, req.granted(), SystemTime::now());
+    let cst = p
+        .users
+        .secret(sub)
+        .map(|s| p.signer.stamp(sub, s))
+        .unwrap_or_default();
+    let issued = p.signer.issue(sub, cst, req.granted(), SystemTime::now());
     body(&issued)
 }
