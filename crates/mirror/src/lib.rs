@@ -37,11 +37,13 @@ use ferry_config::Config;
 use ferry_metrics::Metrics;
 use ferry_oci::RepoName;
 use ferry_storage::BlobStore;
-use ferry_upstream::{Upstream, UpstreamError, Upstreams};
+use ferry_upstream::{Upstream, Upstreams};
 use tokio_util::sync::CancellationToken;
 
 pub use blobs::{BlobAnswer, BlobBody};
 pub use error::{MirrorError, Result};
+/// Upstream failures, as the engine reports them (the server maps them to OCI errors).
+pub use ferry_upstream::UpstreamError;
 pub use lists::ListAnswer;
 pub use manifests::{CachedManifest, ManifestAnswer};
 pub use route::{RouteError, Routed, Router};

@@ -12,7 +12,7 @@ use ferry_access::{CacheOutcome, Grant, RequestInfo, TargetKind};
 use ferry_metrics::ReasonLabels;
 use ferry_mirror::{BlobBody, Outcome, Target};
 use ferry_oci::route::{self, Endpoint, Route};
-use ferry_oci::{Digest, ErrorCode, Reference};
+use ferry_oci::{Digest, Reference};
 use futures_util::StreamExt;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -98,10 +98,7 @@ async fn dispatch(
 ) -> Result<Response, ApiError> {
     let method = req.method.clone();
     if method != Method::GET && method != Method::HEAD {
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            "ferry is a read-only mirror: only GET and HEAD are served",
-        ));
+        return Err(ApiError::read_only());
     }
     let (name, endpoint) = match parsed? {
         Route::Base => {
@@ -115,10 +112,7 @@ async fn dispatch(
                 .into_response());
         }
         Route::Catalog => {
-            return Err(ApiError::new(
-                ErrorCode::Unsupported,
-                "the catalog of a mirror is not served",
-            ));
+            return Err(ApiError::no_catalog());
         }
         Route::Repo { name, endpoint } => (name, endpoint),
     };
@@ -134,10 +128,7 @@ async fn dispatch(
         Endpoint::TagsList => TargetKind::Tags,
         Endpoint::Referrers(_) => TargetKind::Referrers,
         Endpoint::BlobUpload => {
-            return Err(ApiError::new(
-                ErrorCode::Unsupported,
-                "ferry is a read-only mirror: pushes are not accepted",
-            ));
+            return Err(ApiError::push_refused());
         }
     };
     let access_target = ferry_access::Target {
@@ -235,7 +226,7 @@ async fn manifest(
         .header("docker-content-digest", m.digest.as_str())
         .header(header::ETAG, format!("\"{}\"", m.digest))
         .body(body)
-        .map_err(|e| ApiError::new(ErrorCode::Unknown, e.to_string()))?;
+        .map_err(ApiError::internal)?;
     Ok(resp)
 }
 
@@ -326,11 +317,7 @@ async fn tags(
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
-            return Err(ApiError::new(
-                ErrorCode::Unsupported,
-                "query parameter n must be a number",
-            )
-            .with_bad_request());
+            return Err(ApiError::bad_request("query parameter n must be a number"));
         }
     };
     let start = q
@@ -374,10 +361,7 @@ async fn referrers(
         .referrers(t, d, q.artifact_type.as_deref())
         .await?;
     let Some(a) = answer else {
-        return Err(ApiError::new(
-            ErrorCode::ManifestUnknown,
-            format!("upstream {} has no referrers API", t.name),
-        ));
+        return Err(ApiError::no_referrers_api(&t.name));
     };
     log.outcome = Some(a.outcome);
     let mut resp = (
@@ -397,11 +381,4 @@ async fn referrers(
         );
     }
     Ok(resp)
-}
-
-impl ApiError {
-    fn with_bad_request(mut self) -> Self {
-        self.status = Some(StatusCode::BAD_REQUEST);
-        self
-    }
 }
