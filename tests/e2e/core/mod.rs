@@ -14,6 +14,7 @@
 //! - [`faults`]: coalescing, streaming, integrity under cut/wrong/crashed downloads, client
 //!   disconnects, flat memory with a 200 MB blob;
 //! - [`input`]: hostile paths, names, digests and headers;
+//! - [`membership`]: a digest is served only under a repository known to hold it;
 //! - [`defaults`]: `ferry serve` with no config, `check-config`, `FERRY_*` overrides.
 //!
 //! The helpers below are shared by these files.
@@ -24,6 +25,7 @@ mod cache;
 mod defaults;
 mod faults;
 mod input;
+mod membership;
 mod routing;
 
 use std::collections::BTreeMap;
