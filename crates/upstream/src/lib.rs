@@ -161,7 +161,7 @@ impl Upstream {
         Ok(ManifestHead {
             digest: header_str(h, "docker-content-digest").and_then(|d| Digest::parse(&d).ok()),
             media_type: header_str(h, header::CONTENT_TYPE),
-            size: resp.content_length(),
+            size: header_length(h),
         })
     }
 
@@ -205,7 +205,7 @@ impl Upstream {
             range_from: None,
             timeout: Some(SHORT_TIMEOUT),
         };
-        Ok(self.client.send(&op).await?.content_length())
+        Ok(header_length(self.client.send(&op).await?.headers()))
     }
 
     /// Every tag of a repository, following `Link` pagination.
@@ -299,6 +299,12 @@ fn header_str(h: &http::HeaderMap, name: impl header::AsHeaderName) -> Option<St
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().to_owned())
+}
+
+/// `Content-Length` as sent. For a HEAD, `Response::content_length` measures the (empty)
+/// body and says 0, so HEAD answers read the header.
+fn header_length(h: &http::HeaderMap) -> Option<u64> {
+    header_str(h, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
 }
 
 /// The media type of a manifest: the upstream's `Content-Type` unless it is generic.
