@@ -9,6 +9,7 @@
 //!   they expire, one fetch for concurrent requests) and Basic auth;
 //! - [`accounts`]: several accounts per upstream, round-robin, resting one that gets 429;
 //! - [`client`]: the request loop, and redirects followed without credentials;
+//! - [`redirect`]: which redirects may be followed (only blob downloads leave the host);
 //! - [`error`]: failures classified for the cache (not found vs. transient).
 
 pub mod accounts;
@@ -17,6 +18,7 @@ pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod push;
+pub mod redirect;
 pub mod token;
 
 use std::collections::HashMap;
@@ -107,6 +109,7 @@ impl Upstream {
                 challenges,
                 tokens: token::new_cache(),
                 realm_hosts: cfg.auth_realms.clone(),
+                redirects: redirect::RedirectPolicy::new(name, cfg.redirect_hosts.clone()),
                 metrics,
                 actions: "pull",
             },
