@@ -15,6 +15,7 @@
 //!   disconnects, flat memory with a 200 MB blob;
 //! - [`input`]: hostile paths, names, digests and headers;
 //! - [`membership`]: a digest is served only under a repository known to hold it;
+//! - [`redirects`]: only blob downloads follow a redirect to another host (`redirect_hosts`);
 //! - [`defaults`]: `ferry serve` with no config, `check-config`, `FERRY_*` overrides.
 //!
 //! The helpers below are shared by these files.
@@ -26,6 +27,7 @@ mod defaults;
 mod faults;
 mod input;
 mod membership;
+mod redirects;
 mod routing;
 
 use std::collections::BTreeMap;
