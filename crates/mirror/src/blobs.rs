@@ -75,13 +75,13 @@ impl Mirror {
     ) -> Result<BlobAnswer> {
         let known = self.is_linked(&t.name, &t.repo, d).await?;
         let mut confirmed = known;
-        if !confirmed && self.blob_is_present(d).await? {
+        if !confirmed && self.needs_confirmation(t, d).await? {
             self.confirm(t, d, Kind::Blob).await?;
             confirmed = true;
         }
         if let Some(mut a) = self.stored_blob(d, range_header, redirect).await? {
-            if !confirmed {
-                // Stored by someone else since the check above.
+            if !confirmed && !self.is_linked(&t.name, &t.repo, d).await? {
+                // Stored since the check above, by a download through another repository.
                 self.confirm(t, d, Kind::Blob).await?;
             }
             if !known {
@@ -97,9 +97,15 @@ impl Mirror {
         Ok(answer)
     }
 
-    /// Whether the blob is stored (as far as the index or the store know) or downloading.
-    async fn blob_is_present(&self, d: &Digest) -> Result<bool> {
-        Ok(self.blob_is_local(d) || self.inner.store.stat(d).await?.is_some())
+    /// Whether serving `d` under a repository with no link for it must wait for an upstream
+    /// `HEAD`: it is stored, or downloading through another repository. A download through the
+    /// same repository proves the link itself once the upstream answers (see `fill_blob`), and
+    /// a blob that is nowhere is fetched through the repository.
+    async fn needs_confirmation(&self, t: &Target, d: &Digest) -> Result<bool> {
+        if let Some(fill) = self.inner.fills.get(d) {
+            return Ok(!fill.fetches_from(&t.name, &t.repo));
+        }
+        Ok(self.inner.index.contains(d) || self.inner.store.stat(d).await?.is_some())
     }
 
     /// Joins or starts the download of `d` through the request's repository. `confirmed`: the
@@ -123,7 +129,7 @@ impl Mirror {
                 f
             }
             Joined::Stored => {
-                if !confirmed {
+                if !confirmed && !self.is_linked(&t.name, &t.repo, d).await? {
                     self.confirm(t, d, Kind::Blob).await?;
                 }
                 return self

@@ -43,6 +43,11 @@ async fn fifty_concurrent_misses_cause_one_upstream_get() {
         1,
         "exactly one upstream GET"
     );
+    assert_eq!(
+        env.fake.hits("HEAD", &d.to_string()),
+        0,
+        "joining a download through the same repository needs no HEAD"
+    );
     // Now cached: no further upstream request.
     let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
     assert_eq!(a.outcome, Outcome::Hit);
