@@ -12,6 +12,7 @@
 pub mod access;
 pub mod cache;
 pub mod env;
+pub mod hosts;
 pub mod server;
 pub mod storage;
 pub mod units;

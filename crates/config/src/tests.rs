@@ -225,3 +225,34 @@ fn env_secrets_that_look_like_numbers_or_booleans_stay_strings() {
     );
     assert!(!c.cache.serve_stale, "booleans are still read as YAML");
 }
+
+#[test]
+fn redirect_hosts_are_host_patterns_and_bad_ones_are_explained() {
+    let good = "upstreams:\n  docker.io:\n    redirect_hosts: ['production.cloudflare.docker.com', '*.cloudfront.net']\n";
+    let c = Config::from_yaml(good, env(&[])).unwrap();
+    assert_eq!(c.upstreams["docker.io"].redirect_hosts.len(), 2);
+    assert!(
+        Config::from_yaml(
+            "upstreams:\n  ghcr.io: {}\ndefault_upstream: ghcr.io\n",
+            env(&[])
+        )
+        .unwrap()
+        .upstreams["ghcr.io"]
+            .redirect_hosts
+            .is_empty(),
+        "default: any host for blobs"
+    );
+    let bad = "upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    redirect_hosts:\n      - https://cdn.example.com\n      - '*cloudfront.net'\n";
+    let err = Config::from_yaml(bad, env(&[])).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.errors.len(), 2, "{text}");
+    for e in &err.errors {
+        assert_eq!(e.key, "upstreams.docker.io.redirect_hosts");
+        assert_eq!(e.line, Some(4), "{text}");
+    }
+    assert!(
+        text.contains("\"https://cdn.example.com\" is a URL, not a host"),
+        "{text}"
+    );
+    assert!(text.contains("write *.cloudfront.net"), "{text}");
+}

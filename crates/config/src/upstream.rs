@@ -33,6 +33,10 @@ pub struct UpstreamConfig {
     pub aliases: Vec<String>,
     /// Token realm hosts, besides the registry's own domain, that may receive credentials.
     pub auth_realms: Vec<String>,
+    /// Hosts a blob download may be redirected to (patterns such as `*.cloudfront.net`, see
+    /// [`crate::hosts`]); empty: any host. Other requests never follow a redirect off the
+    /// registry's own host.
+    pub redirect_hosts: Vec<String>,
     /// Skip TLS certificate verification (only for test registries).
     pub insecure: bool,
     /// Extra CA certificate (PEM) to trust for this upstream.

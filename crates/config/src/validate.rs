@@ -148,6 +148,14 @@ fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
             }
             names.push(a);
         }
+        for (i, pattern) in u.redirect_hosts.iter().enumerate() {
+            if let Err(m) = crate::hosts::check(pattern) {
+                err(
+                    &["upstreams", name, "redirect_hosts"],
+                    format!("pattern #{} {pattern:?} {m}", i + 1),
+                );
+            }
+        }
         if u.password.is_some() && u.username.is_none() {
             err(
                 &["upstreams", name, "password"],

@@ -53,9 +53,17 @@ pub struct Fill {
     started: watch::Receiver<Option<std::result::Result<Started, MirrorError>>>,
     progress: watch::Sender<Progress>,
     settled: watch::Sender<bool>,
+    /// Upstream and repository the download comes from.
+    source: (String, RepoName),
 }
 
 impl Fill {
+    /// Whether this download comes from `repo` on `upstream` (so its start proves that the
+    /// repository holds the blob).
+    pub fn fetches_from(&self, upstream: &str, repo: &RepoName) -> bool {
+        self.source.0 == upstream && self.source.1 == *repo
+    }
+
     /// Waits until the download has started (or failed to).
     pub async fn started(&self) -> Result<Started> {
         let mut rx = self.started.clone();
@@ -165,6 +173,7 @@ impl Fills {
             started: started_rx,
             progress: progress_tx,
             settled: watch::channel(false).0,
+            source: (upstream.name().to_owned(), repo.clone()),
         });
         map.insert(key.clone(), fill.clone());
         let job = Job {

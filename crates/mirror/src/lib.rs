@@ -10,6 +10,9 @@
 //!   a HEAD, and served stale when the upstream fails ([`policy`]);
 //! - [`blobs`] + [`fill`]: hits are read from the store; misses start one streaming download
 //!   that every concurrent request follows;
+//! - [`links`]: a digest is served under a repository only when ferry knows the repository
+//!   holds it (fetched through it, named by one of its manifests, or confirmed by an upstream
+//!   `HEAD`); [`migrate`] derives these links from the tag answers of an older cache;
 //! - [`index`]: sizes and last-served times, and eviction above `storage.max_size`;
 //! - [`lists`]: tag lists and referrers, cached like tags.
 //!
@@ -21,9 +24,11 @@ pub mod error;
 pub mod fill;
 pub mod index;
 pub mod inspect;
+pub mod links;
 pub mod lists;
 pub mod manifests;
 pub mod meta;
+pub mod migrate;
 pub mod policy;
 pub mod route;
 pub mod single_flight;
@@ -130,6 +135,7 @@ struct Inner {
     memory: manifests::Memory,
     flights: manifests::Flights,
     lists: lists::Lists,
+    links: links::Links,
     stop: CancellationToken,
 }
 
@@ -152,6 +158,7 @@ impl Mirror {
             memory: manifests::Memory::new(config.cache.memory.0, config.cache.negative_ttl.0),
             flights: manifests::Flights::default(),
             lists: lists::Lists::default(),
+            links: links::Links::default(),
             store,
             index,
             fills: fill::Fills::default(),
@@ -159,9 +166,11 @@ impl Mirror {
             metrics,
             stop,
         };
-        Ok(Mirror {
+        let mirror = Mirror {
             inner: Arc::new(inner),
-        })
+        };
+        tokio::spawn(migrate::run(mirror.clone(), mirror.inner.stop.clone()));
+        Ok(mirror)
     }
 
     /// Applies a new config: routes, upstreams, policy and size limit. Downloads in flight keep

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ferry_mirror::{BlobBody, Mirror, Outcome, Target};
+use ferry_mirror::{BlobBody, Mirror, Target};
 use ferry_oci::manifest::Descriptor;
 use ferry_oci::{Digest, Reference};
 use futures_util::StreamExt;
@@ -75,7 +75,7 @@ impl Transfer for CacheTransfer {
             .mirror
             .blob(&self.target, &blob.digest, None, false)
             .await?;
-        if answer.outcome == Outcome::Hit {
+        if answer.outcome.is_hit() {
             return Ok(BlobOutcome::Present);
         }
         let BlobBody::Stream(mut stream) = answer.body else {

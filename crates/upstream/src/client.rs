@@ -1,6 +1,7 @@
 //! The request loop of one upstream: endpoints in order (mirrors, then the registry itself),
 //! accounts round-robin with 429 back-off, the 401 challenge answered once per attempt, and
-//! redirects followed by hand so that no `Authorization` header ever leaves for another host.
+//! redirects followed by hand so that no `Authorization` header ever leaves for another host
+//! (and only where [`crate::redirect`] allows).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use crate::accounts::AccountPool;
 use crate::challenge::{self, Challenge};
 use crate::endpoint::Endpoint;
 use crate::error::{UpstreamError, parse_oci_error, retry_after};
+use crate::redirect::RedirectPolicy;
 use crate::token::{Token, TokenCache, TokenResponse};
 
 /// Requests other than blob downloads must finish within this time.
@@ -52,6 +54,7 @@ pub struct Client {
     pub(crate) challenges: Vec<Mutex<Option<Challenge>>>,
     pub(crate) tokens: TokenCache,
     pub(crate) realm_hosts: Vec<String>,
+    pub(crate) redirects: RedirectPolicy,
     pub(crate) metrics: Arc<Metrics>,
     /// Token scope actions: `pull`, or `pull,push` for a push destination.
     pub(crate) actions: &'static str,
@@ -152,8 +155,10 @@ impl Client {
         result.map_err(|e| self.unreachable(&e))
     }
 
-    /// Follows a redirect chain without credentials (blob downloads from a CDN or bucket).
+    /// Follows a redirect chain without credentials (blob downloads from a CDN or bucket),
+    /// where [`RedirectPolicy`] allows it.
     async fn follow(&self, mut resp: Response, op: &Op<'_>) -> Result<Response, UpstreamError> {
+        let origin = resp.url().clone();
         for _ in 0..MAX_REDIRECTS {
             let location = resp
                 .headers()
@@ -166,6 +171,10 @@ impl Client {
                 .map_err(|e| self.invalid(&format!("bad redirect Location {location:?}: {e}")))?;
             if !matches!(target.scheme(), "http" | "https") {
                 return Err(self.invalid("redirect to a non-HTTP URL"));
+            }
+            if let Err(why) = self.redirects.check(op.kind, &origin, &target) {
+                tracing::warn!(upstream = %self.name, kind = op.kind, target = %target.host_str().unwrap_or_default(), "refused a redirect to another host");
+                return Err(self.invalid(&why));
             }
             let mut req = self.http.request(op.method.clone(), target);
             if let Some(from) = op.range_from.filter(|&n| n > 0) {

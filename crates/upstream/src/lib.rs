@@ -9,6 +9,7 @@
 //!   they expire, one fetch for concurrent requests) and Basic auth;
 //! - [`accounts`]: several accounts per upstream, round-robin, resting one that gets 429;
 //! - [`client`]: the request loop, and redirects followed without credentials;
+//! - [`redirect`]: which redirects may be followed (only blob downloads leave the host);
 //! - [`error`]: failures classified for the cache (not found vs. transient).
 
 pub mod accounts;
@@ -17,6 +18,7 @@ pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod push;
+pub mod redirect;
 pub mod token;
 
 use std::collections::HashMap;
@@ -107,6 +109,7 @@ impl Upstream {
                 challenges,
                 tokens: token::new_cache(),
                 realm_hosts: cfg.auth_realms.clone(),
+                redirects: redirect::RedirectPolicy::new(name, cfg.redirect_hosts.clone()),
                 metrics,
                 actions: "pull",
             },
@@ -161,7 +164,7 @@ impl Upstream {
         Ok(ManifestHead {
             digest: header_str(h, "docker-content-digest").and_then(|d| Digest::parse(&d).ok()),
             media_type: header_str(h, header::CONTENT_TYPE),
-            size: resp.content_length(),
+            size: header_length(h),
         })
     }
 
@@ -205,7 +208,7 @@ impl Upstream {
             range_from: None,
             timeout: Some(SHORT_TIMEOUT),
         };
-        Ok(self.client.send(&op).await?.content_length())
+        Ok(header_length(self.client.send(&op).await?.headers()))
     }
 
     /// Every tag of a repository, following `Link` pagination.
@@ -299,6 +302,12 @@ fn header_str(h: &http::HeaderMap, name: impl header::AsHeaderName) -> Option<St
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().to_owned())
+}
+
+/// `Content-Length` as sent. For a HEAD, `Response::content_length` measures the (empty)
+/// body and says 0, so HEAD answers read the header.
+fn header_length(h: &http::HeaderMap) -> Option<u64> {
+    header_str(h, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
 }
 
 /// The media type of a manifest: the upstream's `Content-Type` unless it is generic.

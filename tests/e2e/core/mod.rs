@@ -14,6 +14,8 @@
 //! - [`faults`]: coalescing, streaming, integrity under cut/wrong/crashed downloads, client
 //!   disconnects, flat memory with a 200 MB blob;
 //! - [`input`]: hostile paths, names, digests and headers;
+//! - [`membership`]: a digest is served only under a repository known to hold it;
+//! - [`redirects`]: only blob downloads follow a redirect to another host (`redirect_hosts`);
 //! - [`defaults`]: `ferry serve` with no config, `check-config`, `FERRY_*` overrides.
 //!
 //! The helpers below are shared by these files.
@@ -25,6 +27,8 @@ mod client_config;
 mod defaults;
 mod faults;
 mod input;
+mod membership;
+mod redirects;
 mod routing;
 
 use std::collections::BTreeMap;

@@ -63,7 +63,8 @@ pub enum Fault {
     Throttle(u64),
     /// Send this many body bytes, then wait until [`FaultyUpstream::release_stalls`].
     StallAfter(u64),
-    /// Answer a blob GET with 307 to the CDN listener (which serves the bytes).
+    /// Answer a blob GET with 307 to the CDN listener (which serves the bytes); a manifest
+    /// GET or HEAD with 307 to a manifest path on the CDN listener (which has none).
     RedirectToCdn,
 }
 
@@ -326,9 +327,15 @@ pub struct FaultyUpstream {
 impl FaultyUpstream {
     /// Starts the registry listener and the CDN listener on fresh 127.0.0.1 ports.
     pub fn start() -> FaultyUpstream {
+        FaultyUpstream::start_with_cdn_on("127.0.0.1")
+    }
+
+    /// Like [`FaultyUpstream::start`] with the CDN listener on another loopback address
+    /// (`127.0.0.2`), so that it is another host by name, not only by port.
+    pub fn start_with_cdn_on(ip: &str) -> FaultyUpstream {
         let runtime = BackgroundRuntime::new("faulty-upstream");
         let main = bind_loopback();
-        let cdn = bind_loopback();
+        let cdn = std::net::TcpListener::bind((ip, 0)).expect("bind the CDN listener");
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             url: format!("http://{}", main.local_addr().expect("addr")),
@@ -865,6 +872,14 @@ async fn registry_handler(State(shared): State<Arc<Shared>>, req: Request) -> Re
                     &format!("manifest unknown: {name}:{reference}"),
                 );
             };
+            if faults.contains(&Fault::RedirectToCdn) {
+                let location = format!("{}/cdn/manifests/{name}/{reference}", shared.cdn_url);
+                return (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, location)],
+                )
+                    .into_response();
+            }
             serve_content(
                 &shared,
                 Source::Memory(manifest.bytes),
