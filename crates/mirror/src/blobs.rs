@@ -98,11 +98,12 @@ impl Mirror {
     }
 
     /// Whether serving `d` under a repository with no link for it must wait for an upstream
-    /// `HEAD`: it is stored, or downloading through another repository. A download through the
-    /// same repository proves the link itself once the upstream answers (see `fill_blob`), and
-    /// a blob that is nowhere is fetched through the repository.
+    /// `HEAD`: it is stored, or downloading through another repository of the same upstream
+    /// (downloads through other upstreams are never joined). A download through the same
+    /// repository proves the link itself once the upstream answers (see `fill_blob`), and a
+    /// blob that is nowhere is fetched through the repository.
     async fn needs_confirmation(&self, t: &Target, d: &Digest) -> Result<bool> {
-        if let Some(fill) = self.inner.fills.get(d) {
+        if let Some(fill) = self.inner.fills.get(&t.name, d) {
             return Ok(!fill.fetches_from(&t.name, &t.repo));
         }
         Ok(self.inner.index.contains(d) || self.inner.store.stat(d).await?.is_some())

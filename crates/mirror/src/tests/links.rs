@@ -206,7 +206,7 @@ async fn a_download_through_another_repository_is_not_joined_without_confirmatio
     let first =
         tokio::spawn(async move { read_all(m.blob(&app2, &d2, None, false).await.unwrap()).await });
     tokio::time::sleep(Duration::from_millis(60)).await;
-    assert!(env.mirror.blob_is_local(&d), "downloading");
+    assert!(env.mirror.blob_is_local(&app.name, &d), "downloading");
     assert_unknown(
         env.mirror.blob(&other, &d, None, false).await,
         ErrorCode::BlobUnknown,
