@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ferry_oci::Digest;
 use ferry_oci::range::{self, ByteRange, RangeError};
-use ferry_storage::{ByteStream, ChunkReader};
+use ferry_storage::{ByteStream, ChunkReader, FillError};
 
 use crate::error::{MirrorError, Result};
 use crate::fill::{Fill, FillContext, Joined, Started};
@@ -138,7 +138,7 @@ impl Mirror {
                     .await?
                     .ok_or_else(|| MirrorError::Fill {
                         digest: d.to_string(),
-                        message: "blob disappeared from the cache while being requested".into(),
+                        error: FillError::Vanished,
                     });
             }
         };
@@ -262,11 +262,12 @@ impl Mirror {
             Some(size) => size,
             None => t.upstream.blob_head(&t.repo, d).await?,
         };
-        size.map(|s| (s, Outcome::Miss))
-            .ok_or_else(|| MirrorError::Fill {
-                digest: d.to_string(),
-                message: "upstream sent no Content-Length for the blob".into(),
+        size.map(|s| (s, Outcome::Miss)).ok_or_else(|| {
+            MirrorError::Upstream(crate::UpstreamError::Invalid {
+                upstream: t.name.clone(),
+                message: format!("no Content-Length in the HEAD answer for {d}"),
             })
+        })
     }
 
     /// The size of a stored blob, from the index or the store.
@@ -293,9 +294,9 @@ impl Mirror {
 
 fn with_digest(e: MirrorError, d: &Digest) -> MirrorError {
     match e {
-        MirrorError::Fill { digest, message } if digest.is_empty() => MirrorError::Fill {
+        MirrorError::Fill { digest, error } if digest.is_empty() => MirrorError::Fill {
             digest: d.to_string(),
-            message,
+            error,
         },
         other => other,
     }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use ferry_metrics::{Metrics, ReasonLabels};
 use ferry_oci::{Digest, DigestVerifier, RepoName};
 use ferry_storage::fs::temp_path;
-use ferry_storage::{BlobStore, FillClaim, Progress};
+use ferry_storage::{BlobStore, FillClaim, FillError, Progress};
 use ferry_upstream::{BlobDownload, Upstream};
 use tokio::sync::watch;
 
@@ -72,10 +72,7 @@ impl Fill {
                 return r;
             }
             if rx.changed().await.is_err() {
-                return Err(MirrorError::Fill {
-                    digest: String::new(),
-                    message: "download task ended".into(),
-                });
+                return Err(MirrorError::fill(FillError::Abandoned));
             }
         }
     }
@@ -99,19 +96,11 @@ impl Fill {
         loop {
             match rx.borrow_and_update().clone() {
                 Progress::Done => return Ok(()),
-                Progress::Failed(m) => {
-                    return Err(MirrorError::Fill {
-                        digest: String::new(),
-                        message: m.to_string(),
-                    });
-                }
+                Progress::Failed(e) => return Err(MirrorError::fill(e)),
                 Progress::Growing(_) => {}
             }
             if rx.changed().await.is_err() {
-                return Err(MirrorError::Fill {
-                    digest: String::new(),
-                    message: "download task ended".into(),
-                });
+                return Err(MirrorError::fill(FillError::Abandoned));
             }
         }
     }
@@ -242,7 +231,7 @@ impl Job {
         let mut spool = None;
         let result = match tokio::time::timeout(self.ctx.timeout, self.download(&mut spool)).await {
             Ok(r) => r,
-            Err(_) => Err(self.failure("download took longer than cache.fill_timeout")),
+            Err(_) => Err(self.failure(FillError::Timeout)),
         };
         self.ctx.metrics.inflight_fills.dec();
         match result {
@@ -258,20 +247,16 @@ impl Job {
         }
     }
 
-    fn failure(&self, message: &str) -> MirrorError {
+    fn failure(&self, error: FillError) -> MirrorError {
         MirrorError::Fill {
             digest: self.digest.to_string(),
-            message: message.to_owned(),
+            error,
         }
     }
 
     fn fail(&self, e: &MirrorError) {
-        let reason = match e {
-            MirrorError::Upstream(u) => u.reason(),
-            MirrorError::Fill { message, .. } if message.contains("digest") => "digest_mismatch",
-            MirrorError::Fill { .. } => "download",
-            _ => "storage",
-        };
+        let error = e.to_fill_error();
+        let reason = error.reason();
         if !matches!(
             e,
             MirrorError::Upstream(ferry_upstream::UpstreamError::NotFound { .. })
@@ -291,10 +276,7 @@ impl Job {
                 false
             }
         });
-        let _ = self
-            .fill
-            .progress
-            .send(Progress::Failed(e.to_string().into()));
+        let _ = self.fill.progress.send(Progress::Failed(error));
     }
 
     async fn download(&self, slot: &mut Option<Spool>) -> Result<()> {
@@ -335,7 +317,7 @@ impl Job {
                     .size
                     .is_some_and(|s| writer.submitted() + batch.len() as u64 > s)
                 {
-                    return Err(self.failure("upstream sent more bytes than its Content-Length"));
+                    return Err(self.failure(FillError::TooLong));
                 }
                 if let Some(done) = writer.submit(batch).await? {
                     let _ = self.fill.progress.send(Progress::Growing(done));
@@ -352,9 +334,10 @@ impl Job {
                     stream = dl.stream;
                 }
                 (_, Some(e)) => {
-                    return Err(self.failure(&format!(
-                        "connection failed after {MAX_RESUMES} resumes: {e}"
-                    )));
+                    return Err(self.failure(FillError::Cut {
+                        resumes: MAX_RESUMES,
+                        message: e.to_string(),
+                    }));
                 }
                 (false, None) => {}
             }
@@ -368,7 +351,7 @@ impl Job {
     /// The blob as stored by another replica, in the shape of an upstream download.
     async fn stored_copy(&self) -> Result<BlobDownload> {
         let body = self.ctx.store.open(&self.digest, 0, None).await?;
-        let body = body.ok_or_else(|| self.failure("blob vanished from the shared store"))?;
+        let body = body.ok_or_else(|| self.failure(FillError::Vanished))?;
         Ok(BlobDownload {
             size: Some(body.size),
             offset: 0,
@@ -384,13 +367,16 @@ impl Job {
         written: u64,
     ) -> Result<()> {
         if let Some(size) = spool.size.filter(|&s| s != written) {
-            return Err(self.failure(&format!("upstream sent {written} of {size} bytes")));
+            return Err(self.failure(FillError::Short {
+                got: written,
+                expected: size,
+            }));
         }
         let got = hasher.finish();
         if got != self.digest {
-            return Err(self.failure(&format!(
-                "digest mismatch: upstream content hashes to {got}"
-            )));
+            return Err(self.failure(FillError::DigestMismatch {
+                got: got.to_string(),
+            }));
         }
         // Verified. Storing is the fsync of the spool file and its move into the store. A quick
         // store (a small blob on local disk) completes before readers get the last byte, so a
@@ -401,7 +387,7 @@ impl Job {
         let store = async {
             tokio::task::spawn_blocking(move || file.sync_all())
                 .await
-                .map_err(|e| self.failure(&e.to_string()))??;
+                .map_err(|e| self.failure(FillError::Storage(e.to_string())))??;
             self.ctx.store.ingest(&self.digest, &path).await?;
             Ok::<(), MirrorError>(())
         };

@@ -47,6 +47,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use blobs::{BlobAnswer, BlobBody};
 pub use error::{MirrorError, Result};
+/// Why a download did not become a cache entry (carried to every reader of it).
+pub use ferry_storage::FillError;
 /// Upstream failures, as the engine reports them (the server maps them to OCI errors).
 pub use ferry_upstream::UpstreamError;
 pub use lists::ListAnswer;

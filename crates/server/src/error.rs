@@ -2,7 +2,7 @@
 //! status of its code (plus `Retry-After` for rate limits and `Content-Range` for bad ranges).
 
 use axum::response::{IntoResponse, Response};
-use ferry_mirror::{MirrorError, RouteError, UpstreamError};
+use ferry_mirror::{FillError, MirrorError, RouteError, UpstreamError};
 use ferry_oci::errcode::{ErrorCode, OciError};
 use ferry_oci::reference::ReferenceError;
 use ferry_oci::route::RouteError as PathError;
@@ -243,6 +243,10 @@ impl From<MirrorError> for ApiError {
             MirrorError::Storage(m) => ApiError::storage(m),
             MirrorError::Range { size, message } => ApiError::new(ErrorCode::RangeInvalid, message)
                 .with_header(header::CONTENT_RANGE, format!("bytes */{size}")),
+            MirrorError::Fill {
+                error: FillError::Storage(detail),
+                ..
+            } => ApiError::storage(detail),
             e @ MirrorError::Fill { .. } => ApiError::new(ErrorCode::Unavailable, e.to_string())
                 .with_status(StatusCode::BAD_GATEWAY),
         }

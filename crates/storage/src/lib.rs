@@ -20,6 +20,7 @@
 
 pub mod chunks;
 pub mod claim;
+pub mod fill_error;
 pub mod fs;
 pub mod mapped;
 #[cfg(feature = "s3")]
@@ -40,6 +41,7 @@ use futures_util::stream::BoxStream;
 
 pub use chunks::{ChunkReader, Progress};
 pub use claim::{FillClaim, FillLease};
+pub use fill_error::FillError;
 pub use mapped::FileMaps;
 
 /// A storage failure.

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use ferry_mirror::FillError;
 use ferry_mirror::{BlobBody, Mirror, Target};
 use ferry_oci::manifest::Descriptor;
 use ferry_oci::{Digest, Reference};
@@ -117,12 +118,10 @@ impl Transfer for CacheTransfer {
     }
 }
 
-/// A download that failed while we followed it: the fill's own error text says why.
+/// A download that failed while we followed it: the fill's own error says why.
 fn fill_error(d: &Digest, e: std::io::Error) -> SyncError {
-    let message = e.to_string();
-    if message.contains("digest mismatch") {
-        SyncError::DigestMismatch(message)
-    } else {
-        SyncError::Transient(format!("download of {d} failed: {message}"))
+    match FillError::of_io(&e) {
+        Some(FillError::DigestMismatch { .. }) => SyncError::DigestMismatch(e.to_string()),
+        _ => SyncError::Transient(format!("download of {d} failed: {e}")),
     }
 }
