@@ -288,6 +288,8 @@ impl Mirror {
             index: Arc::clone(&self.inner.index),
             metrics: self.inner.metrics.clone(),
             timeout: self.settings().fill_timeout,
+            tasks: self.inner.tasks.clone(),
+            stop: self.inner.stop.clone(),
         }
     }
 }

@@ -117,6 +117,10 @@ pub struct FillContext {
     pub metrics: Arc<Metrics>,
     /// Longest time a download may take.
     pub timeout: Duration,
+    /// Where the download task is tracked (shutdown waits for it).
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Fires at shutdown: the download is abandoned.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// A download's key: the upstream it comes from (with that upstream's `mirrors:`) and the
@@ -174,7 +178,8 @@ impl Fills {
             started: started_tx,
         };
         let map2 = self.map.clone();
-        tokio::spawn(async move {
+        let tasks = job.ctx.tasks.clone();
+        tasks.spawn(async move {
             let fill = job.fill.clone();
             job.run().await;
             map2.lock().expect("fills lock").remove(&key);
@@ -229,14 +234,16 @@ impl Job {
     async fn run(self) {
         self.ctx.metrics.inflight_fills.inc();
         let mut spool = None;
-        let result = match tokio::time::timeout(self.ctx.timeout, self.download(&mut spool)).await {
-            Ok(r) => r,
-            Err(_) => Err(self.failure(FillError::Timeout)),
+        let download = tokio::time::timeout(self.ctx.timeout, self.download(&mut spool));
+        let result = tokio::select! {
+            r = download => r.unwrap_or_else(|_| Err(self.failure(FillError::Timeout))),
+            // Shutdown: the download ends now and leaves nothing behind.
+            _ = self.ctx.stop.cancelled() => Err(self.failure(FillError::Abandoned)),
         };
         self.ctx.metrics.inflight_fills.dec();
         match result {
             Ok(()) => {
-                let _ = self.fill.progress.send(Progress::Done);
+                self.fill.progress.send_replace(Progress::Done);
             }
             Err(e) => {
                 self.fail(&e);
@@ -276,7 +283,7 @@ impl Job {
                 false
             }
         });
-        let _ = self.fill.progress.send(Progress::Failed(error));
+        self.fill.progress.send_replace(Progress::Failed(error));
     }
 
     async fn download(&self, slot: &mut Option<Spool>) -> Result<()> {
@@ -320,7 +327,7 @@ impl Job {
                     return Err(self.failure(FillError::TooLong));
                 }
                 if let Some(done) = writer.submit(batch).await? {
-                    let _ = self.fill.progress.send(Progress::Growing(done));
+                    self.fill.progress.send_replace(Progress::Growing(done));
                 }
             }
             match (eof, err) {
@@ -344,7 +351,7 @@ impl Job {
         }
         let written = writer.submitted();
         let (file, hasher) = writer.finish().await?;
-        let _ = self.fill.progress.send(Progress::Growing(written));
+        self.fill.progress.send_replace(Progress::Growing(written));
         self.verify_and_store(spool, file, hasher, written).await
     }
 
@@ -395,7 +402,7 @@ impl Job {
         tokio::select! {
             stored = &mut store => stored?,
             _ = tokio::time::sleep(RELEASE_AFTER) => {
-                let _ = self.fill.progress.send(Progress::Done);
+                self.fill.progress.send_replace(Progress::Done);
                 store.await?;
             }
         }

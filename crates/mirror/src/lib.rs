@@ -44,6 +44,7 @@ use ferry_oci::RepoName;
 use ferry_storage::BlobStore;
 use ferry_upstream::{Upstream, Upstreams};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use blobs::{BlobAnswer, BlobBody};
 pub use error::{MirrorError, Result};
@@ -96,6 +97,17 @@ pub struct Target {
     pub repo: RepoName,
 }
 
+/// Longest time shutdown waits for background tasks (downloads end at once: they are
+/// cancelled and leave nothing behind).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// A config prepared by [`Mirror::prepare_reload`], applied by [`Mirror::apply_reload`].
+pub struct Reload {
+    settings: Settings,
+    max_size: u64,
+    negative_ttl: Duration,
+}
+
 /// Config-derived settings, swapped whole on reload.
 struct Settings {
     router: Router,
@@ -139,6 +151,9 @@ struct Inner {
     lists: lists::Lists,
     links: links::Links,
     stop: CancellationToken,
+    /// Every background task of the engine (downloads, index upkeep, migration) and of the
+    /// server around it; [`Mirror::shutdown`] waits for them.
+    tasks: TaskTracker,
 }
 
 impl Mirror {
@@ -155,7 +170,8 @@ impl Mirror {
         ));
         index.load(store.as_ref()).await?;
         let stop = CancellationToken::new();
-        tokio::spawn(index.clone().maintain(store.clone(), stop.clone()));
+        let tasks = TaskTracker::new();
+        tasks.spawn(index.clone().maintain(store.clone(), stop.clone()));
         let inner = Inner {
             memory: manifests::Memory::new(config.cache.memory.0, config.cache.negative_ttl.0),
             flights: manifests::Flights::default(),
@@ -167,24 +183,45 @@ impl Mirror {
             settings: ArcSwap::from_pointee(settings),
             metrics,
             stop,
+            tasks,
         };
         let mirror = Mirror {
             inner: Arc::new(inner),
         };
-        tokio::spawn(migrate::run(mirror.clone(), mirror.inner.stop.clone()));
+        let migration = migrate::run(mirror.clone(), mirror.inner.stop.clone());
+        mirror.inner.tasks.spawn(migration);
         Ok(mirror)
     }
 
     /// Applies a new config: routes, upstreams, policy and size limit. Downloads in flight keep
     /// the upstream they started with.
     pub fn reload(&self, config: &Config) -> std::result::Result<(), MirrorError> {
-        let settings = Settings::new(config, self.inner.metrics.clone())?;
-        self.inner.settings.store(Arc::new(settings));
-        self.inner.index.set_max(config.storage.max_size.0);
-        self.inner
-            .memory
-            .set_negative_ttl(config.cache.negative_ttl.0);
+        let prepared = self.prepare_reload(config)?;
+        self.apply_reload(prepared);
         Ok(())
+    }
+
+    /// Builds everything a new config needs without changing anything, so a caller can check
+    /// several parts (access control too) before applying any ([`Mirror::apply_reload`]).
+    pub fn prepare_reload(&self, config: &Config) -> std::result::Result<Reload, MirrorError> {
+        Ok(Reload {
+            settings: Settings::new(config, self.inner.metrics.clone())?,
+            max_size: config.storage.max_size.0,
+            negative_ttl: config.cache.negative_ttl.0,
+        })
+    }
+
+    /// Applies a prepared config.
+    pub fn apply_reload(&self, r: Reload) {
+        self.inner.settings.store(Arc::new(r.settings));
+        self.inner.index.set_max(r.max_size);
+        self.inner.memory.set_negative_ttl(r.negative_ttl);
+    }
+
+    /// The tracker of background tasks: the server spawns its own long-running tasks (watchers,
+    /// scheduled sync) here, so that [`Mirror::shutdown`] waits for them too.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
     }
 
     /// Resolves a request's name, `?ns=` and `Host` to an upstream repository.
@@ -233,6 +270,16 @@ impl Mirror {
     /// Stops background upkeep and writes back access times.
     pub async fn shutdown(&self) {
         self.inner.stop.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.inner.tasks.len(),
+                "background tasks still running at exit"
+            );
+        }
         self.inner.index.flush(self.inner.store.as_ref()).await;
     }
 

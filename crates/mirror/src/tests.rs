@@ -48,7 +48,9 @@ async fn fifty_concurrent_misses_cause_one_upstream_get() {
         0,
         "joining a download through the same repository needs no HEAD"
     );
-    // Now cached: no further upstream request.
+    // Now cached (once the store has it: readers may get the last byte before the fsync, see
+    // fill::RELEASE_AFTER): no further upstream request.
+    assert!(env.mirror.settle_blob(&d).await);
     let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
     assert_eq!(a.outcome, Outcome::Hit);
     assert!(read_all(a).await.unwrap() == data);
@@ -84,7 +86,11 @@ async fn a_wrong_digest_is_never_cached() {
     let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
     let err = read_all(a).await.unwrap_err();
     assert!(err.to_string().contains("digest mismatch"), "{err}");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        ferry_storage::FillError::of_io(&err).map(|e| e.reason()),
+        Some("digest_mismatch")
+    );
+    assert!(!env.mirror.settle_blob(&d).await, "not cached");
     assert!(
         env.mirror.store().stat(&d).await.unwrap().is_none(),
         "nothing stored"
@@ -110,6 +116,7 @@ async fn a_cut_download_resumes_with_a_range_request() {
     let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
     assert!(read_all(a).await.unwrap() == data);
     assert_eq!(env.fake.ranges.load(Ordering::SeqCst), 2, "resumed twice");
+    assert!(env.mirror.settle_blob(&d).await);
     assert!(env.mirror.store().stat(&d).await.unwrap().is_some());
 }
 
@@ -125,7 +132,7 @@ async fn ranges_on_cold_and_cached_blobs() {
         .unwrap();
     assert_eq!(cold.range.unwrap().len(), 1000);
     assert_eq!(read_all(cold).await.unwrap(), &data[1000..2000]);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(env.mirror.settle_blob(&d).await);
     let warm = env
         .mirror
         .blob(&t, &d, Some("bytes=-10"), false)
@@ -259,7 +266,7 @@ async fn the_blob_index_survives_a_restart() {
     read_all(env.mirror.blob(&t, &d, None, false).await.unwrap())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(env.mirror.settle_blob(&d).await);
     let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(&env.root).unwrap());
     let config = Config::from_yaml(
         "upstreams:\n  docker.io:\n    url: http://127.0.0.1:1\n",
@@ -372,4 +379,38 @@ async fn a_slow_store_releases_readers_early_and_settle_waits_for_it() {
     assert!(mirror.store().stat(&d).await.unwrap().is_some());
     // Nothing in flight any more: settling again is immediate.
     assert!(mirror.settle_blob(&d).await);
+}
+
+#[tokio::test]
+async fn shutdown_ends_downloads_in_flight_and_leaves_nothing_behind() {
+    let env = env_with("").await;
+    *env.fake.slow.lock().unwrap() = Duration::from_millis(200);
+    let (d, _) = add_blob(&env.fake, 64 * 64 * 1024, 9); // ~13 s upstream transfer
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let answer = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    assert_eq!(env.mirror.inflight(), 1);
+    let started = std::time::Instant::now();
+    env.mirror.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(env.mirror.inflight(), 0, "the download task ended");
+    assert!(env.mirror.tasks().is_empty(), "every tracked task ended");
+    assert!(read_all(answer).await.is_err(), "its reader is told");
+    // A metadata write of a cancelled task (the link migration) finishes on its blocking
+    // thread, by an atomic rename; only the download's spool file must be gone at once.
+    for _ in 0..50 {
+        if spool_is_empty(&env.root) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        spool_is_empty(&env.root),
+        "{:?}",
+        ferry_storage::spool::partial_files(&env.root.join("_spool"))
+    );
+    assert!(!env.mirror.index().contains(&d));
 }

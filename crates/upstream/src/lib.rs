@@ -388,7 +388,11 @@ fn http_client(
     }
     if let Some(ca) = &cfg.ca_file {
         let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-        b = b.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {}: no PEM certificate in it", ca.display()).into());
+        }
+        b = b.tls_certs_merge(certs);
     }
     Ok(b.build()?)
 }

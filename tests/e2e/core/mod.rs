@@ -29,6 +29,7 @@ mod faults;
 mod input;
 mod membership;
 mod redirects;
+mod reload;
 mod routing;
 
 use std::collections::BTreeMap;
