@@ -173,7 +173,14 @@ fn connections_over_the_caps_are_refused_and_counted() {
         .start();
     let addr = ferry.host();
     let pid = ferry.pid().expect("ferry pid");
-    let baseline = fd_count(pid);
+    // The start-up readiness probe's connection may still be closing: take the settled count.
+    let baseline = (0..6)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            fd_count(pid)
+        })
+        .min()
+        .unwrap();
     let accepted = |n: usize| {
         wait_until(Duration::from_secs(10), "ferry to accept them", || {
             fd_count(pid) >= baseline + n
