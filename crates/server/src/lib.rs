@@ -11,6 +11,7 @@ pub mod error;
 pub mod listen;
 pub mod observe;
 pub mod registry;
+pub mod respond;
 pub mod sendfile;
 pub mod timed_io;
 pub mod tls;
