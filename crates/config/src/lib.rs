@@ -29,7 +29,7 @@ pub use cache::CacheConfig;
 pub use server::{LogConfig, LogFormat, RedisConfig, ServerConfig, SyncConfig, TlsConfig};
 pub use storage::{FsConfig, LocalCacheConfig, S3Config, StorageConfig};
 pub use units::{ByteSize, Dur, Secret};
-pub use upstream::{Account, UpstreamConfig};
+pub use upstream::{Account, SegmentsConfig, UpstreamConfig};
 pub use validate::{ConfigError, ConfigErrors};
 
 /// The whole configuration.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Dur, Secret};
+use crate::units::{ByteSize, Dur, Secret};
 
 /// One upstream registry.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -49,6 +49,32 @@ pub struct UpstreamConfig {
     pub read_timeout: Option<Dur>,
     /// Per-upstream override of `cache.tag_ttl`.
     pub tag_ttl: Option<Dur>,
+    /// Parallel ranged downloads of large cold blobs.
+    pub segments: SegmentsConfig,
+}
+
+/// How a large cold blob is fetched: as `parallel` concurrent `Range` requests of `size`
+/// bytes (the first one `threshold` bytes, fed to clients at once), when the blob is larger
+/// than `threshold`. `parallel: 1` fetches every blob as one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsConfig {
+    /// Bytes per segment.
+    pub size: ByteSize,
+    /// Segments downloaded at once.
+    pub parallel: usize,
+    /// Blobs up to this size are fetched in one request.
+    pub threshold: ByteSize,
+}
+
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        SegmentsConfig {
+            size: ByteSize(8 << 20),
+            parallel: 4,
+            threshold: ByteSize(16 << 20),
+        }
+    }
 }
 
 /// One account of an upstream.

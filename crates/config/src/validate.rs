@@ -156,6 +156,13 @@ fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
                 );
             }
         }
+        let seg = &u.segments;
+        if seg.parallel == 0 || seg.size.0 < 64 * 1024 || seg.threshold.0 < 64 * 1024 {
+            err(
+                &["upstreams", name, "segments"],
+                "parallel must be at least 1, size and threshold at least 64KiB".into(),
+            );
+        }
         if u.password.is_some() && u.username.is_none() {
             err(
                 &["upstreams", name, "password"],

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::error::{MirrorError, Result};
 use crate::index::Index;
+use crate::segments;
 use crate::spool_writer::{SpoolWriter, next_batch};
 
 /// How long readers of a verified download wait for it to be stored before they get its last
@@ -295,7 +296,7 @@ impl Job {
                 .claim_fill(self.upstream.name(), &self.digest, self.ctx.timeout / 2);
         let (dl, _lease) = match claim.await? {
             FillClaim::Owner(lease) => (
-                self.upstream.blob(&self.repo, &self.digest, 0).await?,
+                segments::first_request(&self.upstream, &self.repo, &self.digest).await?,
                 Some(lease),
             ),
             FillClaim::Stored => (self.stored_copy().await?, None),
@@ -308,11 +309,16 @@ impl Job {
             size: dl.size,
             ingested: false,
         });
-        let mut writer = SpoolWriter::new(file, DigestVerifier::for_digest(&self.digest));
         let _ = self.started.send(Some(Ok(Started {
             size: dl.size,
-            file: reader,
+            file: reader.clone(),
         })));
+        if let (true, Some(size)) = (dl.partial, dl.size) {
+            let file = Arc::new(file);
+            let hasher = self.segmented(dl, size, file.clone(), reader).await?;
+            return self.verify_and_store(spool, file, hasher, size).await;
+        }
+        let mut writer = SpoolWriter::new(file, DigestVerifier::for_digest(&self.digest));
         let mut stream = dl.stream;
         let mut skip = 0u64;
         let mut resumes = 0;
@@ -351,8 +357,36 @@ impl Job {
         }
         let written = writer.submitted();
         let (file, hasher) = writer.finish().await?;
+        let file = Arc::new(file);
         self.fill.progress.send_replace(Progress::Growing(written));
         self.verify_and_store(spool, file, hasher, written).await
+    }
+
+    /// Fetches the rest of a large blob in parallel segments (the first is `first`).
+    async fn segmented(
+        &self,
+        first: BlobDownload,
+        size: u64,
+        writer: Arc<File>,
+        reader: Arc<File>,
+    ) -> Result<DigestVerifier> {
+        let cfg = self.upstream.segments();
+        let plan = segments::plan(size, cfg.threshold.0, cfg.size.0);
+        tracing::debug!(digest = %self.digest, size, segments = plan.len(), "segmented download");
+        let job = segments::Segmented {
+            upstream: self.upstream.clone(),
+            repo: self.repo.clone(),
+            digest: self.digest.clone(),
+            writer,
+            reader,
+            size,
+            parallel: cfg.parallel,
+        };
+        let progress = &self.fill.progress;
+        job.run(first, plan, |n| {
+            progress.send_replace(Progress::Growing(n));
+        })
+        .await
     }
 
     /// The blob as stored by another replica, in the shape of an upstream download.
@@ -363,13 +397,14 @@ impl Job {
             size: Some(body.size),
             offset: 0,
             stream: body.stream,
+            partial: false,
         })
     }
 
     async fn verify_and_store(
         &self,
         spool: &mut Spool,
-        file: File,
+        file: Arc<File>,
         hasher: DigestVerifier,
         written: u64,
     ) -> Result<()> {

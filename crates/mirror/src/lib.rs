@@ -31,6 +31,7 @@ pub mod meta;
 pub mod migrate;
 pub mod policy;
 pub mod route;
+pub(crate) mod segments;
 pub mod single_flight;
 pub mod spool_writer;
 

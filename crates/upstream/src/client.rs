@@ -41,8 +41,21 @@ pub struct Op<'a> {
     pub accept: Option<&'static str>,
     /// `Range: bytes=<n>-` for resumed blob downloads.
     pub range_from: Option<u64>,
+    /// Last byte (inclusive) of the range, for segmented downloads: `Range: bytes=<n>-<m>`.
+    pub range_to: Option<u64>,
     /// Whole-request timeout (None for blob bodies).
     pub timeout: Option<Duration>,
+}
+
+impl Op<'_> {
+    /// The `Range` header value, if the operation asks for part of a blob.
+    fn range_header(&self) -> Option<String> {
+        match (self.range_from.unwrap_or(0), self.range_to) {
+            (from, Some(to)) => Some(format!("bytes={from}-{to}")),
+            (0, None) => None,
+            (from, None) => Some(format!("bytes={from}-")),
+        }
+    }
 }
 
 /// Everything one upstream needs to make requests.
@@ -129,8 +142,8 @@ impl Client {
         if let Some(a) = op.accept {
             req = req.header(header::ACCEPT, a);
         }
-        if let Some(from) = op.range_from.filter(|&n| n > 0) {
-            req = req.header(header::RANGE, format!("bytes={from}-"));
+        if let Some(range) = op.range_header() {
+            req = req.header(header::RANGE, range);
         }
         if let Some(t) = op.timeout {
             req = req.timeout(t);

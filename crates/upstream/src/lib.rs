@@ -75,11 +75,14 @@ pub struct BlobDownload {
     pub offset: u64,
     /// The bytes.
     pub stream: BoxStream<'static, std::io::Result<Bytes>>,
+    /// Whether `stream` holds only the range asked for, which ends before the blob does.
+    pub partial: bool,
 }
 
 /// One upstream registry.
 pub struct Upstream {
     client: Client,
+    segments: ferry_config::SegmentsConfig,
 }
 
 impl Upstream {
@@ -113,7 +116,13 @@ impl Upstream {
                 metrics,
                 actions: "pull",
             },
+            segments: cfg.segments,
         })
+    }
+
+    /// How large cold blobs are fetched from this upstream (`upstreams.<name>.segments`).
+    pub fn segments(&self) -> ferry_config::SegmentsConfig {
+        self.segments
     }
 
     /// The registry name.
@@ -170,6 +179,19 @@ impl Upstream {
 
     /// Starts downloading a blob from byte `from`.
     pub async fn blob(&self, repo: &RepoName, digest: &Digest, from: u64) -> Result<BlobDownload> {
+        self.blob_range(repo, digest, from, None).await
+    }
+
+    /// GETs bytes `from..=to` of a blob (to its end without `to`). An upstream that ignores
+    /// `Range` answers the whole blob: the download's `offset` is then 0, and its `size` the
+    /// whole length; with a 206 the size comes from `Content-Range`.
+    pub async fn blob_range(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<BlobDownload> {
         let op = Op {
             method: Method::GET,
             tail: format!("{repo}/blobs/{digest}"),
@@ -177,10 +199,13 @@ impl Upstream {
             kind: "blob",
             accept: None,
             range_from: Some(from),
+            range_to: to,
             timeout: None,
         };
         let resp = self.client.send(&op).await?;
         let (size, offset) = blob_extent(&resp, from);
+        let partial = resp.status() == StatusCode::PARTIAL_CONTENT
+            && matches!((to, size), (Some(t), Some(s)) if t + 1 < s);
         let name = self.client.name.clone();
         let metrics = self.client.metrics.clone();
         let stream = resp
@@ -194,6 +219,7 @@ impl Upstream {
             size,
             offset,
             stream,
+            partial,
         })
     }
 
@@ -206,6 +232,7 @@ impl Upstream {
             kind: "blob_head",
             accept: None,
             range_from: None,
+            range_to: None,
             timeout: Some(SHORT_TIMEOUT),
         };
         Ok(header_length(self.client.send(&op).await?.headers()))
@@ -228,6 +255,7 @@ impl Upstream {
                 kind: "tags",
                 accept: Some("application/json"),
                 range_from: None,
+                range_to: None,
                 timeout: Some(SHORT_TIMEOUT),
             };
             let resp = self.client.send(&op).await?;
@@ -264,6 +292,7 @@ impl Upstream {
             kind: "referrers",
             accept: Some(manifest::OCI_INDEX),
             range_from: None,
+            range_to: None,
             timeout: Some(SHORT_TIMEOUT),
         };
         match self.client.send(&op).await {
@@ -294,6 +323,7 @@ fn manifest_op<'a>(
         kind,
         accept: Some(ACCEPT_ALL),
         range_from: None,
+        range_to: None,
         timeout: Some(SHORT_TIMEOUT),
     }
 }

@@ -66,6 +66,8 @@ pub enum Fault {
     /// Answer a blob GET with 307 to the CDN listener (which serves the bytes); a manifest
     /// GET or HEAD with 307 to a manifest path on the CDN listener (which has none).
     RedirectToCdn,
+    /// Answer the whole content with 200, whatever `Range` asked for.
+    IgnoreRange,
 }
 
 impl Fault {
@@ -1164,7 +1166,11 @@ async fn serve_content(
     faults: &[Fault],
 ) -> Response {
     let size = source.size();
-    let (status, start, end) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| !faults.contains(&Fault::IgnoreRange));
+    let (status, start, end) = match range {
         Some(range) => match parse_range(range, size) {
             Ok((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
             Err(()) => {
