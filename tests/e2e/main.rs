@@ -10,6 +10,7 @@ mod access;
 mod copy;
 mod core;
 mod edge;
+mod egress;
 mod ops;
 mod s3;
 mod selftest;
