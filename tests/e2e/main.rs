@@ -7,6 +7,7 @@
 mod support;
 
 mod access;
+mod archive;
 mod copy;
 mod core;
 mod edge;
