@@ -294,3 +294,49 @@ fn an_interrupted_export_resumes_from_its_staging_directory() {
         layer.digest
     );
 }
+
+/// The object-store backend: an archive imports into the bucket and is served from it (with
+/// the upstream unreachable); an OCI layout that names an image by a bare tag is refused.
+#[test]
+fn an_archive_imports_into_an_object_store_cache() {
+    let Some(s3) = crate::support::s3::S3::start_or_skip() else {
+        return;
+    };
+    let image = build_fixture(&Fixture::multi().seed("import-s3"));
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("multi.tar");
+    let oci = format!(
+        "oci-archive:{}:docker.io/test/s3multi:v1",
+        archive.display()
+    );
+    skopeo_copy(
+        &image.skopeo_source(),
+        &oci,
+        &["--all", "--preserve-digests"],
+    );
+    let builder = Ferry::builder().upstream("docker.io", &format!("http://{DEAD_UPSTREAM}"));
+    let mut ferry = s3.apply(builder, serde_json::json!({})).start();
+    ferry.stop();
+    let out = import(&ferry, &archive);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    for b in &image.blobs {
+        assert!(
+            s3.holds(&b.digest, &image.blob_bytes(&b.digest)),
+            "{} in the bucket",
+            b.digest
+        );
+    }
+    ferry.start_again();
+    assert_pulls_back(&via(&ferry, "docker.io/test/s3multi:v1"), &image);
+
+    ferry.stop();
+    let bare = tmp.path().join("bare.tar");
+    skopeo_copy(
+        &image.skopeo_source(),
+        &format!("oci-archive:{}:v1", bare.display()),
+        &["--all"],
+    );
+    let out = import(&ferry, &bare);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("is only a tag"), "{}", out.stderr);
+}

@@ -86,6 +86,14 @@ async fn import_oci(mirror: &Mirror, x: &Extracted) -> Result<Vec<Imported>, Arc
                 format!("{} has no {REF_NAME} annotation naming the image", d.digest),
             )
         })?;
+        if !name.contains(['/', ':', '@']) {
+            return Err(ArchiveError::entry(
+                "index.json",
+                format!(
+                    "{REF_NAME} {name:?} is only a tag; ferry needs the full reference (e.g. docker.io/library/alpine:3.19)"
+                ),
+            ));
+        }
         let image = ImageRef::parse(name).map_err(|err| {
             ArchiveError::entry(
                 "index.json",
