@@ -83,18 +83,26 @@ pub async fn run(args: Args) -> ExitCode {
     .await;
     display.finish();
     mirror.shutdown().await;
-    let code = report(&summary);
+    conclude(&summary, written, &args.output)
+}
+
+/// The exit code, and what became of the archive.
+fn conclude(
+    summary: &ferry_sync::Summary,
+    written: Result<(), ferry_sync::archive::ArchiveError>,
+    output: &std::path::Path,
+) -> ExitCode {
+    let code = report(summary);
     match written {
         Err(e) => {
-            eprintln!("error: writing {}: {e}", args.output.display());
+            eprintln!("error: writing {}: {e}", output.display());
             ExitCode::from(1)
         }
         Ok(()) if summary.has_failures() || summary.was_cancelled() => {
-            let staging = staging_dir(&args.output);
             eprintln!(
                 "{} not written; what is complete stays in {} and a re-run resumes from it",
-                args.output.display(),
-                staging.display()
+                output.display(),
+                staging_dir(output).display()
             );
             code
         }
@@ -102,7 +110,7 @@ pub async fn run(args: Args) -> ExitCode {
             println!(
                 "exported {} images to {}",
                 summary.images.len(),
-                args.output.display()
+                output.display()
             );
             code
         }

@@ -104,18 +104,7 @@ fn exported_images_import_into_an_offline_ferry_and_pull_back() {
     assert_eq!(sha256_digest(&raw), multi.digest);
 
     let mut offline = offline_ferry();
-    let out = import(&offline, &archive);
-    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
-    assert!(
-        out.stdout.contains(&format!(
-            "imported docker.io/test/multi:v1 {}",
-            multi.digest
-        )),
-        "{}",
-        out.stdout
-    );
-    let again = import(&offline, &archive);
-    assert_eq!(again.code, Some(0), "a second import: {}", again.stderr);
+    import_twice(&offline, &archive, &multi);
 
     offline.start_again();
     std::thread::sleep(std::time::Duration::from_millis(1500)); // past the tag TTL
@@ -126,11 +115,34 @@ fn exported_images_import_into_an_offline_ferry_and_pull_back() {
         log.contains("serving the cached tag"),
         "imported tags past their TTL are served stale with serve_stale off:\n{log}"
     );
-    if let Some(podman) = offline.podman_or_skip() {
-        podman.pull("docker.io/test/multi:v1", &[]);
-        assert_eq!(podman.image_digest("docker.io/test/multi:v1"), multi.digest);
-        podman.pull("docker.io/test/app:1.0", &[]);
-        assert_eq!(podman.image_digest("docker.io/test/app:1.0"), app.digest);
+    pull_with_podman(
+        &offline,
+        &[
+            ("docker.io/test/multi:v1", &multi),
+            ("docker.io/test/app:1.0", &app),
+        ],
+    );
+}
+
+/// Imports `archive` twice (the second is harmless); the first names `image` and its digest.
+fn import_twice(ferry: &Ferry, archive: &Path, image: &crate::support::Image) {
+    let out = import(ferry, archive);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let line = format!("imported docker.io/test/multi:v1 {}", image.digest);
+    assert!(out.stdout.contains(&line), "{}", out.stdout);
+    let again = import(ferry, archive);
+    assert_eq!(again.code, Some(0), "a second import: {}", again.stderr);
+    assert!(again.stdout.contains(&line), "{}", again.stdout);
+}
+
+/// Pulls each image with podman (when it runs here) and compares the digest it recorded.
+fn pull_with_podman(ferry: &Ferry, images: &[(&str, &crate::support::Image)]) {
+    let Some(podman) = ferry.podman_or_skip() else {
+        return;
+    };
+    for (name, image) in images {
+        podman.pull(name, &[]);
+        assert_eq!(podman.image_digest(name), image.digest, "{name}");
     }
 }
 

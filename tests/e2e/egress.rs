@@ -35,12 +35,7 @@ fn pulls_keep_working_past_one_addresses_limit() {
         let r = http::raw_request(&ferry.host(), "GET", &path, &accept, b"").unwrap();
         assert_eq!(r.status, 200, "tag {tag}: {}", r.text());
     }
-    let peers: Vec<String> = upstream
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("/manifests/"))
-        .filter_map(|r| r.peer.map(|p| p.to_string()))
-        .collect();
+    let peers = manifest_peers(&upstream);
     assert!(peers.iter().any(|p| p == "127.0.0.2"), "{peers:?}");
     assert!(peers.iter().any(|p| p == "127.0.0.3"), "{peers:?}");
     assert!(
@@ -72,6 +67,16 @@ fn pulls_keep_working_past_one_addresses_limit() {
         &[("upstream", "docker.io"), ("address", "127.0.0.2")],
     );
     assert_eq!(resting, 1.0);
+}
+
+/// The client addresses manifest requests came from, in order.
+fn manifest_peers(upstream: &FaultyUpstream) -> Vec<String> {
+    upstream
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/manifests/"))
+        .filter_map(|r| r.peer.map(|p| p.to_string()))
+        .collect()
 }
 
 /// A source address that is not an IP, or not assignable on this host, is a config error

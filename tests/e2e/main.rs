@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod archive;
 mod copy;
+mod copy_local;
 mod core;
 mod edge;
 mod egress;

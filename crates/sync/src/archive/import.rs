@@ -34,10 +34,10 @@ pub struct Imported {
 }
 
 /// A manifest ready to store.
-struct Doc {
-    digest: Digest,
-    media_type: String,
-    bytes: Bytes,
+pub(crate) struct Doc {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
+    pub(crate) bytes: Bytes,
 }
 
 /// Imports `archive` into the cache of `mirror`.
@@ -45,7 +45,7 @@ pub async fn import(mirror: &Mirror, archive: &Path) -> Result<Vec<Imported>, Ar
     let dir = mirror
         .store()
         .spool_dir()
-        .join(format!("import-{:016x}", rand_id(archive)));
+        .join(super::scratch_name("import"));
     let (archive2, dir2) = (archive.to_owned(), dir.clone());
     let extracted = tokio::task::spawn_blocking(move || extract(&archive2, &dir2))
         .await
@@ -61,16 +61,6 @@ pub async fn import(mirror: &Mirror, archive: &Path) -> Result<Vec<Imported>, Ar
     };
     let _ = std::fs::remove_dir_all(&dir);
     result
-}
-
-fn rand_id(archive: &Path) -> u64 {
-    let seed = format!(
-        "{}{:?}{}",
-        archive.display(),
-        std::time::SystemTime::now(),
-        std::process::id()
-    );
-    u64::from_str_radix(&Digest::sha256_of(seed.as_bytes()).hex()[..16], 16).unwrap_or(0)
 }
 
 async fn import_oci(mirror: &Mirror, x: &Extracted) -> Result<Vec<Imported>, ArchiveError> {
@@ -248,7 +238,7 @@ async fn import_docker(mirror: &Mirror, x: &Extracted) -> Result<Vec<Imported>, 
 }
 
 /// The Docker v2 schema 2 manifest of one `manifest.json` entry.
-fn docker_manifest(x: &Extracted, img: &Value, i: usize) -> Result<Doc, ArchiveError> {
+pub(crate) fn docker_manifest(x: &Extracted, img: &Value, i: usize) -> Result<Doc, ArchiveError> {
     let at = |what: &str| format!("image #{} of manifest.json: {what}", i + 1);
     let config = img["Config"]
         .as_str()

@@ -47,6 +47,13 @@ impl LayoutDir {
         })
     }
 
+    /// Another handle on the same directory.
+    pub fn clone_handle(&self) -> LayoutDir {
+        LayoutDir {
+            root: self.root.clone(),
+        }
+    }
+
     /// The layout's directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -7,12 +7,18 @@
 //! - [`export`]: a [`crate::walk::Transfer`] from the mirror (cache first, then upstream) into
 //!   a staging layout, resumable, then tarred;
 //! - [`extract`]: reading an archive into verified spool files, naming any bad entry;
-//! - [`import`]: OCI layouts and docker-save archives into the cache, tags last.
+//! - [`import`]: OCI layouts and docker-save archives into the cache, tags last;
+//! - [`transports`]: `ferry copy` to and from `oci:`, `oci-archive:` and `docker-archive:`
+//!   (skopeo's transport names), over [`local`] sources, [`sink`]s and the [`mixed`] transfer.
 
 pub mod export;
 pub mod extract;
 pub mod import;
 pub mod layout;
+pub mod local;
+pub mod mixed;
+pub mod sink;
+pub mod transports;
 
 use std::path::PathBuf;
 
@@ -57,6 +63,17 @@ impl ArchiveError {
             message: message.into(),
         }
     }
+}
+
+/// A name for a scratch directory no other run uses (process id, time, a counter).
+pub fn scratch_name(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{prefix}-{}-{now:x}-{n}", std::process::id())
 }
 
 impl From<ferry_mirror::MirrorError> for ArchiveError {

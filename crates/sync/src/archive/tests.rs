@@ -103,3 +103,33 @@ fn staging_sits_next_to_the_output() {
     let p = staging_dir(std::path::Path::new("/tmp/out/images.tar"));
     assert_eq!(p, std::path::Path::new("/tmp/out/images.tar.partial.d"));
 }
+
+#[test]
+fn copy_ends_are_named_as_skopeo_names_them() {
+    use super::transports::Location;
+    use std::path::PathBuf;
+    let p = |s: &str| Location::parse(s).unwrap();
+    assert!(matches!(
+        p("docker://127.0.0.1:5001/a/b:1"),
+        Location::Registry(_)
+    ));
+    assert!(matches!(p("ghcr.io/o/a:1"), Location::Registry(_)));
+    assert_eq!(
+        p("oci:/tmp/l:v1"),
+        Location::Oci(PathBuf::from("/tmp/l"), Some("v1".into()))
+    );
+    assert_eq!(
+        p("oci-archive:/tmp/x.tar:docker.io/library/alpine:3.19"),
+        Location::OciArchive(
+            PathBuf::from("/tmp/x.tar"),
+            Some("docker.io/library/alpine:3.19".into())
+        )
+    );
+    assert_eq!(
+        p("docker-archive:x.tar"),
+        Location::DockerArchive(PathBuf::from("x.tar"), None)
+    );
+    assert_eq!(p("oci:/d:n").to_string(), "oci:/d:n");
+    assert!(Location::parse("oci:").is_err());
+    assert!(Location::parse("Not A Ref").is_err());
+}
