@@ -455,4 +455,6 @@ impl Upstreams {
 }
 
 #[cfg(test)]
+mod source_tests;
+#[cfg(test)]
 mod tests;
