@@ -92,7 +92,7 @@ impl LayoutDir {
     /// Writes small content (a manifest) that hashes to `d`.
     pub fn write_bytes(&self, d: &Digest, bytes: &[u8]) -> Result<(), ArchiveError> {
         let path = self.blob_path(d);
-        if path.exists() {
+        if self.has_verified(d) {
             return Ok(());
         }
         let tmp = self.prepare_tmp(&path)?;
@@ -100,10 +100,12 @@ impl LayoutDir {
         std::fs::rename(&tmp, &path).map_err(ArchiveError::io(&path))
     }
 
+    /// A temporary name for a blob being written: unique per writer, so two images sharing a
+    /// blob may write it at once (each verifies its copy; the rename is atomic).
     fn prepare_tmp(&self, path: &Path) -> Result<PathBuf, ArchiveError> {
         let dir = path.parent().expect("blob paths have a parent");
         std::fs::create_dir_all(dir).map_err(ArchiveError::io(dir))?;
-        Ok(path.with_extension("partial"))
+        Ok(path.with_extension(format!("{}.partial", super::scratch_name("w"))))
     }
 
     /// Streams blob `d` of `size` bytes into the layout, verifying length and digest before

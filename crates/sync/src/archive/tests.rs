@@ -133,3 +133,26 @@ fn copy_ends_are_named_as_skopeo_names_them() {
     assert!(Location::parse("oci:").is_err());
     assert!(Location::parse("Not A Ref").is_err());
 }
+
+#[tokio::test]
+async fn two_writers_of_one_blob_both_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = LayoutDir::create(dir.path()).unwrap();
+    let data = Bytes::from(vec![3u8; 1 << 20]);
+    let d = Digest::sha256_of(&data);
+    let chunks = || {
+        let parts: Vec<std::io::Result<Bytes>> = data
+            .chunks(4096)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures_util::stream::iter(parts)
+    };
+    let size = data.len() as u64;
+    let (a, b) = tokio::join!(
+        layout.write_stream(&d, size, chunks(), |_| {}),
+        layout.write_stream(&d, size, chunks(), |_| {})
+    );
+    a.unwrap();
+    b.unwrap();
+    assert!(layout.has_verified(&d));
+}
