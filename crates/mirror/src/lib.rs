@@ -291,4 +291,6 @@ impl Mirror {
 }
 
 #[cfg(test)]
+mod import_tests;
+#[cfg(test)]
 mod tests;
