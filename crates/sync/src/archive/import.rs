@@ -51,6 +51,7 @@ pub async fn import(mirror: &Mirror, archive: &Path) -> Result<Vec<Imported>, Ar
         .await
         .map_err(|e| ArchiveError::Format(format!("extraction failed: {e}")))?;
     let result = match extracted {
+        Ok(x) if names_images(&x) => import_oci(mirror, &x).await,
         Ok(x) if x.files.contains_key("manifest.json") => import_docker(mirror, &x).await,
         Ok(x) if x.files.contains_key("index.json") => import_oci(mirror, &x).await,
         Ok(_) => Err(ArchiveError::Format(
@@ -61,6 +62,23 @@ pub async fn import(mirror: &Mirror, archive: &Path) -> Result<Vec<Imported>, Ar
     };
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// Whether the archive's `index.json` names every image by reference, so it is imported as an
+/// OCI layout (keeping the registry's digests) even when a `manifest.json` is there too (a
+/// Docker 25+ `docker save` writes both, with bare tags in `index.json`).
+fn names_images(x: &Extracted) -> bool {
+    let Ok(bytes) = x.read("index.json", "") else {
+        return false;
+    };
+    let index: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    !entries.is_empty()
+        && entries.iter().all(|e| {
+            e["annotations"][REF_NAME]
+                .as_str()
+                .is_some_and(|n| n.contains(['/', ':', '@']))
+        })
 }
 
 async fn import_oci(mirror: &Mirror, x: &Extracted) -> Result<Vec<Imported>, ArchiveError> {
