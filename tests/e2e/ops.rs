@@ -1342,6 +1342,8 @@ fn metric_families() -> Vec<Family> {
     Metrics::per_upstream(&m.revalidations, "docker.io", 1);
     Metrics::per_upstream(&m.stale_served, "docker.io", 1);
     m.upstream_request("docker.io", "blob", 200, 0.01);
+    m.source_request("docker.io", "192.0.2.10", 429);
+    m.source_resting("docker.io", "192.0.2.10", 1);
     Metrics::per_upstream(&m.upstream_bytes, "docker.io", 1);
     Metrics::per_upstream(&m.coalesced_waiters, "docker.io", 1);
     m.inflight_fills.set(0);

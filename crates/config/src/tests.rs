@@ -256,3 +256,18 @@ fn redirect_hosts_are_host_patterns_and_bad_ones_are_explained() {
     );
     assert!(text.contains("write *.cloudfront.net"), "{text}");
 }
+
+#[test]
+fn source_addresses_must_be_local_ips() {
+    let text = "upstreams:\n  docker.io:\n    source_addresses: [127.0.0.2, 127.0.0.3]\n";
+    let c = Config::from_yaml(text, env(&[])).unwrap();
+    assert_eq!(c.upstreams["docker.io"].source_addresses.len(), 2);
+    let bad = "upstreams:\n  docker.io:\n    source_addresses:\n      - 127.0.0.2\n      - eth0\n      - 192.0.2.77\n";
+    let e = Config::from_yaml(bad, env(&[])).unwrap_err().to_string();
+    assert!(e.contains("\"eth0\" is not an IP address"), "{e}");
+    assert!(
+        e.contains("\"192.0.2.77\" is not usable on this host"),
+        "{e}"
+    );
+    assert!(e.contains("upstreams.docker.io.source_addresses"), "{e}");
+}

@@ -43,6 +43,10 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// HTTP(S) proxy used to reach this upstream.
     pub proxy: Option<String>,
+    /// Local IP addresses to send upstream requests from (one connection pool each); pulls
+    /// are spread over them round-robin, and an address that gets 429 rests, per account.
+    /// Empty: the system picks the source address.
+    pub source_addresses: Vec<String>,
     /// Time allowed to connect.
     pub connect_timeout: Option<Dur>,
     /// Longest silence allowed while reading a response.

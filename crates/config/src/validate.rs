@@ -163,6 +163,11 @@ fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
                 "parallel must be at least 1, size and threshold at least 64KiB".into(),
             );
         }
+        for a in &u.source_addresses {
+            if let Err(m) = check_source_address(a) {
+                err(&["upstreams", name, "source_addresses"], m);
+            }
+        }
         if u.password.is_some() && u.username.is_none() {
             err(
                 &["upstreams", name, "password"],
@@ -200,6 +205,17 @@ fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
             );
         }
     }
+}
+
+/// A source address must be an IP address that is assignable on this host (binding a socket
+/// to it succeeds), so a typo fails at start-up rather than on the first pull.
+pub fn check_source_address(a: &str) -> Result<std::net::IpAddr, String> {
+    let ip: std::net::IpAddr = a.trim().parse().map_err(|_| {
+        format!("source address {a:?} is not an IP address (e.g. 192.0.2.10 or 2001:db8::10)")
+    })?;
+    std::net::TcpListener::bind((ip, 0))
+        .map_err(|e| format!("source address {a:?} is not usable on this host: {e}"))?;
+    Ok(ip)
 }
 
 fn check_server(s: &crate::ServerConfig, err: &mut impl FnMut(&[&str], String)) {

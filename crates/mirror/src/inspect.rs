@@ -253,6 +253,7 @@ mod tests {
             media_type: manifest::OCI_MANIFEST.into(),
             size: 1,
             fetched_at: 0,
+            imported: false,
         };
         meta::put(store, &meta::tag_key(up, rest, tag), &entry)
             .await

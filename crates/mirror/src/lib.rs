@@ -14,7 +14,8 @@
 //!   holds it (fetched through it, named by one of its manifests, or confirmed by an upstream
 //!   `HEAD`); [`migrate`] derives these links from the tag answers of an older cache;
 //! - [`index`]: sizes and last-served times, and eviction above `storage.max_size`;
-//! - [`lists`]: tag lists and referrers, cached like tags.
+//! - [`lists`]: tag lists and referrers, cached like tags;
+//! - [`import`]: content from an archive (`ferry import`), stored as a pull would store it.
 //!
 //! Settings derived from the config (routes, upstreams, policy) sit behind an `ArcSwap`, so a
 //! reload swaps them without touching downloads in flight.
@@ -22,6 +23,7 @@
 pub mod blobs;
 pub mod error;
 pub mod fill;
+pub mod import;
 pub mod index;
 pub mod inspect;
 pub mod links;
@@ -289,5 +291,7 @@ impl Mirror {
     }
 }
 
+#[cfg(test)]
+mod import_tests;
 #[cfg(test)]
 mod tests;

@@ -185,7 +185,9 @@ impl Mirror {
         key: String,
     ) -> Result<ManifestAnswer> {
         let transient = matches!(&e, MirrorError::Upstream(u) if u.is_transient());
-        if let (true, true, Some(entry)) = (transient, self.settings().policy.serve_stale, entry)
+        let serve_stale =
+            self.settings().policy.serve_stale || entry.as_ref().is_some_and(|e| e.imported);
+        if let (true, true, Some(entry)) = (transient, serve_stale, entry)
             && let Some(m) = self.cached_manifest(&entry.digest).await?
         {
             tracing::warn!(upstream = %t.name, repository = %t.repo, error = %e, "upstream failed; serving the cached tag");
@@ -264,6 +266,7 @@ impl Mirror {
             media_type: m.media_type.clone(),
             size: m.bytes.len() as u64,
             fetched_at: now_secs(),
+            imported: false,
         };
         meta::put(self.inner.store.as_ref(), key, &entry).await?;
         self.inner.memory.tags.insert(key.to_owned(), entry);

@@ -21,6 +21,10 @@ pub struct TagEntry {
     pub size: u64,
     /// When the upstream last confirmed it (seconds since the epoch).
     pub fetched_at: u64,
+    /// Recorded by `ferry import` from an archive rather than answered by the upstream: served
+    /// stale whenever revalidation fails, whatever `cache.serve_stale` says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub imported: bool,
 }
 
 impl TagEntry {

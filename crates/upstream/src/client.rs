@@ -1,7 +1,7 @@
 //! The request loop of one upstream: endpoints in order (mirrors, then the registry itself),
-//! accounts round-robin with 429 back-off, the 401 challenge answered once per attempt, and
-//! redirects followed by hand so that no `Authorization` header ever leaves for another host
-//! (and only where [`crate::redirect`] allows).
+//! (source address, account) pairs round-robin with 429 back-off, the 401 challenge answered
+//! once per attempt, and redirects followed by hand so that no `Authorization` header ever
+//! leaves for another host (and only where [`crate::redirect`] allows).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,11 +13,12 @@ use futures_util::StreamExt;
 use http::{Method, StatusCode, header};
 use reqwest::Response;
 
-use crate::accounts::AccountPool;
+use crate::accounts::{AccountPool, Slot};
 use crate::challenge::{self, Challenge};
 use crate::endpoint::Endpoint;
 use crate::error::{UpstreamError, parse_oci_error, retry_after};
 use crate::redirect::RedirectPolicy;
+use crate::sources::Source;
 use crate::token::{Token, TokenCache, TokenResponse};
 
 /// Requests other than blob downloads must finish within this time.
@@ -64,6 +65,8 @@ pub struct Client {
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) http: reqwest::Client,
     pub(crate) accounts: AccountPool,
+    /// Source addresses (one client each); never empty.
+    pub(crate) sources: Vec<Source>,
     pub(crate) challenges: Vec<Mutex<Option<Challenge>>>,
     pub(crate) tokens: TokenCache,
     pub(crate) realm_hosts: Vec<String>,
@@ -91,15 +94,16 @@ impl Client {
 
     async fn send_to(&self, ep: usize, op: &Op<'_>) -> Result<Response, UpstreamError> {
         let mut tried = Vec::new();
-        let mut account = self
+        let mut slot = self
             .accounts
             .pick(&tried)
-            .ok_or_else(|| self.rate_limited(None))?;
+            .ok_or_else(|| self.rate_limited(self.accounts.soonest_available()))?;
         let mut challenged = false;
         loop {
-            let auth = self.auth_header(ep, account, op.repo).await?;
-            let resp = self.execute(ep, op, auth).await?;
+            let auth = self.auth_header(ep, slot.account, op.repo).await?;
+            let resp = self.execute(ep, op, auth, slot.source).await?;
             let status = resp.status();
+            self.observe_budget(slot, status, resp.headers());
             if status.is_success() {
                 return Ok(resp);
             }
@@ -108,17 +112,21 @@ impl Client {
             }
             if status == StatusCode::UNAUTHORIZED && !challenged {
                 challenged = true;
-                self.learn_challenge(ep, account, op.repo, &resp).await?;
+                self.learn_challenge(ep, slot.account, op.repo, &resp)
+                    .await?;
                 continue;
             }
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let wait = retry_after(resp.headers());
-                self.accounts.rest(account, wait);
-                tried.push(account);
-                tracing::warn!(upstream = %self.name, account, ?wait, "upstream rate-limited this account");
+                self.rest(
+                    slot,
+                    wait,
+                    "upstream rate-limited this address and account (429)",
+                );
+                tried.push(slot);
                 match self.accounts.pick(&tried) {
                     Some(next) => {
-                        account = next;
+                        slot = next;
                         challenged = false;
                         continue;
                     }
@@ -131,14 +139,44 @@ impl Client {
         }
     }
 
+    /// Rests a (source address, account) pair, logging the address and updating its gauge.
+    fn rest(&self, slot: Slot, wait: Option<Duration>, why: &str) {
+        self.accounts.rest(slot, wait);
+        let address = self.sources[slot.source].label();
+        let resting = self.accounts.resting_on(slot.source);
+        self.metrics
+            .source_resting(&self.name, &address, resting as i64);
+        tracing::warn!(upstream = %self.name, address = %address, account = slot.account, ?wait, "{why}; it rests");
+    }
+
+    /// Counts a response per source address and rests the pair when its budget runs low.
+    fn observe_budget(&self, slot: Slot, status: StatusCode, headers: &http::HeaderMap) {
+        let address = self.sources[slot.source].label();
+        self.metrics
+            .source_request(&self.name, &address, status.as_u16());
+        if status != StatusCode::TOO_MANY_REQUESTS
+            && let Some(wait) = crate::sources::rest_for_low_budget(headers)
+        {
+            self.rest(
+                slot,
+                wait,
+                "ratelimit-remaining is low for this address and account",
+            );
+        } else {
+            let resting = self.accounts.resting_on(slot.source) as i64;
+            self.metrics.source_resting(&self.name, &address, resting);
+        }
+    }
+
     async fn execute(
         &self,
         ep: usize,
         op: &Op<'_>,
         auth: Option<String>,
+        source: usize,
     ) -> Result<Response, UpstreamError> {
         let url = self.endpoints[ep].url(&op.tail);
-        let mut req = self.http.request(op.method.clone(), &url);
+        let mut req = self.sources[source].http.request(op.method.clone(), &url);
         if let Some(a) = op.accept {
             req = req.header(header::ACCEPT, a);
         }

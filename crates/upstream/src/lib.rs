@@ -8,6 +8,7 @@
 //! - [`challenge`] + [`token`]: the `WWW-Authenticate: Bearer` token flow (tokens cached until
 //!   they expire, one fetch for concurrent requests) and Basic auth;
 //! - [`accounts`]: several accounts per upstream, round-robin, resting one that gets 429;
+//! - [`sources`]: several local source addresses, one connection pool each;
 //! - [`client`]: the request loop, and redirects followed without credentials;
 //! - [`redirect`]: which redirects may be followed (only blob downloads leave the host);
 //! - [`error`]: failures classified for the cache (not found vs. transient).
@@ -19,6 +20,7 @@ pub mod endpoint;
 pub mod error;
 pub mod push;
 pub mod redirect;
+pub mod sources;
 pub mod token;
 
 use std::collections::HashMap;
@@ -38,6 +40,7 @@ use crate::accounts::AccountPool;
 use crate::client::{Client, Op, SHORT_TIMEOUT};
 use crate::endpoint::Endpoint;
 pub use crate::error::UpstreamError;
+use crate::sources::Source;
 
 /// The largest manifest accepted (the distribution spec's recommended limit).
 pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
@@ -101,14 +104,16 @@ impl Upstream {
         {
             endpoints.push(Endpoint::parse(url).map_err(invalid)?);
         }
-        let http = http_client(cfg).map_err(|e| invalid(e.to_string()))?;
+        let http = http_client(cfg, None).map_err(|e| invalid(e.to_string()))?;
+        let sources = build_sources(cfg, &http).map_err(invalid)?;
         let challenges = endpoints.iter().map(|_| Mutex::new(None)).collect();
         Ok(Upstream {
             client: Client {
                 name: name.to_owned(),
                 endpoints,
                 http,
-                accounts: AccountPool::new(cfg.all_accounts()),
+                accounts: AccountPool::with_sources(cfg.all_accounts(), sources.len()),
+                sources,
                 challenges,
                 tokens: token::new_cache(),
                 realm_hosts: cfg.auth_realms.clone(),
@@ -398,10 +403,36 @@ fn strip_prefix_path(tail: &str, prefix: &str) -> String {
     tail.strip_prefix(prefix).unwrap_or(tail).to_owned()
 }
 
+/// One [`Source`] per configured source address, or the default client alone.
+fn build_sources(
+    cfg: &UpstreamConfig,
+    default: &reqwest::Client,
+) -> std::result::Result<Vec<Source>, String> {
+    let addresses = sources::parse_addresses(&cfg.source_addresses)?;
+    if addresses.is_empty() {
+        return Ok(vec![Source {
+            address: None,
+            http: default.clone(),
+        }]);
+    }
+    addresses
+        .into_iter()
+        .map(|a| {
+            let http = http_client(cfg, Some(a)).map_err(|e| format!("source address {a}: {e}"))?;
+            Ok(Source {
+                address: Some(a),
+                http,
+            })
+        })
+        .collect()
+}
+
 fn http_client(
     cfg: &UpstreamConfig,
+    local: Option<std::net::IpAddr>,
 ) -> std::result::Result<reqwest::Client, Box<dyn std::error::Error>> {
     let mut b = reqwest::Client::builder()
+        .local_address(local)
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -453,5 +484,7 @@ impl Upstreams {
     }
 }
 
+#[cfg(test)]
+mod source_tests;
 #[cfg(test)]
 mod tests;

@@ -103,6 +103,7 @@ pub struct Rule {
     fault: Fault,
     times: Option<usize>,
     on_cdn: bool,
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Rule {
@@ -113,6 +114,7 @@ impl Rule {
             fault,
             times: None,
             on_cdn: false,
+            peer: None,
         }
     }
 
@@ -174,8 +176,15 @@ impl Rule {
         self
     }
 
-    fn matches(&self, cdn: bool, method: &str, path: &str) -> bool {
+    /// Only requests from this client address (an upstream that limits per IP).
+    pub fn sent_from(mut self, ip: &str) -> Rule {
+        self.peer = Some(ip.parse().expect("an IP address"));
+        self
+    }
+
+    fn matches(&self, cdn: bool, method: &str, path: &str, peer: Option<std::net::IpAddr>) -> bool {
         self.on_cdn == cdn
+            && self.peer.is_none_or(|p| Some(p) == peer)
             && self.method.as_deref().is_none_or(|m| m == method)
             && match &self.matcher {
                 PathMatch::Any => true,
@@ -262,6 +271,8 @@ pub struct RequestRecord {
     pub user_agent: Option<String>,
     /// Received by the CDN listener.
     pub cdn: bool,
+    /// The client's address.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// Where a blob's bytes come from.
@@ -730,6 +741,10 @@ fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String
 fn begin(shared: &Shared, req: &Request, cdn: bool) -> Vec<Fault> {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let mut inner = shared.inner.lock().unwrap();
     inner.requests.push(RequestRecord {
         method: method.clone(),
@@ -739,13 +754,14 @@ fn begin(shared: &Shared, req: &Request, cdn: bool) -> Vec<Fault> {
         range: header_string(req.headers(), header::RANGE),
         user_agent: header_string(req.headers(), header::USER_AGENT),
         cdn,
+        peer,
     });
     let mut faults = Vec::new();
     for state in &mut inner.rules {
         if state.rule.times.is_some_and(|t| state.hits >= t) {
             continue;
         }
-        if state.rule.matches(cdn, &method, &path) {
+        if state.rule.matches(cdn, &method, &path, peer) {
             state.hits += 1;
             faults.push(state.rule.fault.clone());
         }

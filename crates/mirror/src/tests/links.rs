@@ -283,6 +283,7 @@ async fn an_older_cache_gets_links_from_its_tag_answers() {
         media_type,
         size: body.len() as u64,
         fetched_at: 0,
+        imported: false,
     };
     let key = meta::tag_key("docker.io", "org/app", "v1");
     meta::put(&store, &key, &entry).await.unwrap();
