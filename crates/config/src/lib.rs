@@ -25,7 +25,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use access::AccessConfig;
-pub use cache::CacheConfig;
+pub use cache::{CacheConfig, ColdRanges};
 pub use server::{LogConfig, LogFormat, RedisConfig, ServerConfig, SyncConfig, TlsConfig};
 pub use storage::{FsConfig, LocalCacheConfig, S3Config, StorageConfig};
 pub use units::{ByteSize, Dur, Secret};

@@ -150,7 +150,7 @@ impl Mirror {
                 self.confirm(t, d, Kind::Blob).await?;
             }
         }
-        self.follow_fill(&fill, started, d, range_header).await
+        self.follow_fill(&fill, started, t, d, range_header).await
     }
 
     /// Reads a download in progress from the spool file it writes.
@@ -158,6 +158,7 @@ impl Mirror {
         &self,
         fill: &Fill,
         started: Started,
+        t: &Target,
         d: &Digest,
         range_header: Option<&str>,
     ) -> Result<BlobAnswer> {
@@ -178,6 +179,11 @@ impl Mirror {
         };
         let range = parse_range(range_header, size)?;
         let (offset, len) = extent(range, size);
+        if let Some(r) = range
+            && let Some(forwarded) = self.forward_range(fill, t, d, r, size).await
+        {
+            return Ok(forwarded);
+        }
         let stream = ChunkReader::growing(
             started.file,
             offset,
@@ -191,6 +197,47 @@ impl Mirror {
             size,
             range,
             body: BlobBody::Stream(stream),
+            outcome: Outcome::Miss,
+        })
+    }
+
+    /// A client range that starts beyond what the download has written, asked of the upstream
+    /// at once (`cache.cold_ranges: forward`, for lazy-pulling clients), while the whole
+    /// download goes on for the cache. `None`: follow the download instead (forwarding is
+    /// off, the range has started to arrive, or the upstream did not answer that range).
+    /// A forwarded range is the upstream's bytes as they come: a piece of a blob cannot be
+    /// checked against the blob's digest (the cached copy is verified as always).
+    async fn forward_range(
+        &self,
+        fill: &Fill,
+        t: &Target,
+        d: &Digest,
+        r: ByteRange,
+        size: u64,
+    ) -> Option<BlobAnswer> {
+        if !self.settings().forward_cold_ranges {
+            return None;
+        }
+        let written = match *fill.progress().borrow() {
+            ferry_storage::Progress::Growing(n) => n,
+            _ => return None,
+        };
+        if r.start < written {
+            return None;
+        }
+        let dl = t
+            .upstream
+            .blob_range(&t.repo, d, r.start, Some(r.end))
+            .await
+            .ok()?;
+        if dl.offset != r.start || dl.size != Some(size) {
+            return None;
+        }
+        tracing::debug!(digest = %d, start = r.start, end = r.end, written, "cold range forwarded upstream");
+        Some(BlobAnswer {
+            size,
+            range: Some(r),
+            body: BlobBody::Stream(limit(dl.stream, r.len())),
             outcome: Outcome::Miss,
         })
     }
@@ -302,4 +349,23 @@ fn with_digest(e: MirrorError, d: &Digest) -> MirrorError {
         },
         other => other,
     }
+}
+
+/// The first `len` bytes of `stream` (an upstream may send past the range's end).
+fn limit(stream: ByteStream, len: u64) -> ByteStream {
+    use futures_util::StreamExt;
+    stream
+        .scan(len, |left, item| {
+            let out = match item {
+                Ok(_) if *left == 0 => None,
+                Ok(b) => {
+                    let n = (b.len() as u64).min(*left);
+                    *left -= n;
+                    Some(Ok(b.slice(..n as usize)))
+                }
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(out)
+        })
+        .boxed()
 }

@@ -118,6 +118,8 @@ struct Settings {
     policy: policy::Policy,
     fill_timeout: Duration,
     redirect_ttl: Option<Duration>,
+    /// `cache.cold_ranges: forward`.
+    forward_cold_ranges: bool,
 }
 
 impl Settings {
@@ -127,6 +129,7 @@ impl Settings {
             upstreams: Upstreams::from_config(config, metrics)?,
             policy: policy::Policy::new(config),
             fill_timeout: config.cache.fill_timeout.0,
+            forward_cold_ranges: config.cache.cold_ranges == ferry_config::ColdRanges::Forward,
             redirect_ttl: config
                 .storage
                 .s3

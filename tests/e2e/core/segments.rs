@@ -121,3 +121,74 @@ fn a_client_follows_a_download_whose_segments_finish_out_of_order() {
         &direct[..]
     );
 }
+
+/// A lazy-pulling client's `Range` beyond what a cold download has written is forwarded
+/// upstream at once (206 with the right bytes), while the whole download goes on and is cached;
+/// `cache.cold_ranges: wait` waits for the download instead.
+#[test]
+fn a_cold_range_is_forwarded_upstream_at_once() {
+    let (up, d) = upstream_with_blob(56);
+    // The download's first segment stalls: the written prefix stays at 1 MiB.
+    up.add_rule(Rule::blob(&d, Fault::StallAfter(MIB)).times(1));
+    let ferry = Ferry::builder().upstream("docker.io", &up).start();
+    let path = format!("/v2/lib/big/blobs/{d}");
+    let first = {
+        let (host, p) = (ferry.host(), path.clone());
+        std::thread::spawn(move || http::raw_get(&host, &p))
+    };
+    wait_until(Duration::from_secs(10), "the download to stall", || {
+        up.blob_gets(&d) >= 1
+    });
+    let (start, end) = (30 * MIB, 30 * MIB + 65_535);
+    let range = format!("bytes={start}-{end}");
+    let began = Instant::now();
+    let r = http::raw_request(&ferry.host(), "GET", &path, &[("Range", &range)], &[]).unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(r.status, 206, "{}", r.text());
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes {start}-{end}/{SIZE}").as_str())
+    );
+    assert_eq!(r.body, pattern_bytes(56, start, 65_536));
+    assert!(ranges_asked(&up, &d).contains(&range), "forwarded as asked");
+    up.release_stalls();
+    let whole = first.join().unwrap().unwrap();
+    assert_eq!(sha256_digest(&whole.body), d);
+    wait_until(Duration::from_secs(10), "the blob cached", || {
+        is_cached(&ferry, &d)
+    });
+}
+
+#[test]
+fn with_cold_ranges_wait_a_range_follows_the_download() {
+    let (up, d) = upstream_with_blob(57);
+    up.add_rule(Rule::blob(&d, Fault::DelayBody(Duration::from_secs(2))).times(1));
+    let ferry = Ferry::builder()
+        .upstream("docker.io", &up)
+        .set("cache.cold_ranges", "wait")
+        .start();
+    let path = format!("/v2/lib/big/blobs/{d}");
+    let first = {
+        let (host, p) = (ferry.host(), path.clone());
+        std::thread::spawn(move || http::raw_get(&host, &p))
+    };
+    wait_until(Duration::from_secs(10), "the download to start", || {
+        up.blob_gets(&d) >= 1
+    });
+    let r = http::raw_request(
+        &ferry.host(),
+        "GET",
+        &path,
+        &[("Range", "bytes=100-199")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, pattern_bytes(57, 100, 100));
+    assert!(!ranges_asked(&up, &d).contains(&"bytes=100-199".to_owned()));
+    assert_eq!(sha256_digest(&first.join().unwrap().unwrap().body), d);
+}
