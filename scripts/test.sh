@@ -10,6 +10,12 @@ scripts/install-test-deps.sh
 
 cargo fmt --all --check
 
+# Every declared dependency is used (issue 13): cargo-machete reads the sources, no build.
+if ! command -v cargo-machete >/dev/null 2>&1; then
+    cargo install --locked cargo-machete@0.9.2
+fi
+cargo machete
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-features "$@"
     # nextest does not run doctests

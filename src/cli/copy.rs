@@ -1,6 +1,7 @@
 //! `ferry copy SRC DST`: copies one image, or a whole index (all platforms, or one with
-//! `--platform`), from any registry to any registry, with the same progress display and
-//! summary as `ferry sync`. Credentials come from `--src-creds`/`--dst-creds`, else from the
+//! `--platform`), from any registry to any registry, or to and from local files named as
+//! skopeo names them (`oci:`, `oci-archive:`, `docker-archive:`), with the same progress
+//! display and summary as `ferry sync`. Credentials come from `--src-creds`/`--dst-creds`, else from the
 //! Docker config file (`--authfile`, `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`).
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use ferry_config::ByteSize;
 use ferry_metrics::Metrics;
 use ferry_oci::ImageRef;
+use ferry_sync::archive::transports::{Location, copy_local};
 use ferry_sync::copy::{CopyOptions, copy_image, destination_reference};
 use ferry_sync::creds::{self, Credentials};
 use ferry_sync::list::parse_platform;
@@ -22,9 +24,10 @@ use super::sync_progress::{Display, ProgressArg};
 /// Arguments of `ferry copy`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Source image, e.g. `127.0.0.1:5001/test/multi:v1` (a `docker://` prefix is accepted).
+    /// Source image, e.g. `127.0.0.1:5001/test/multi:v1` (a `docker://` prefix is accepted), or
+    /// local files: `oci:DIR[:REF]`, `oci-archive:FILE[:REF]`, `docker-archive:FILE[:REF]`.
     src: String,
-    /// Destination image; without a tag or digest, the source's tag is used.
+    /// Destination, in the same forms; without a tag, the source's tag (or name) is used.
     dst: String,
     /// Copy only this platform of a multi-platform image (its manifest gets the tag).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
@@ -74,6 +77,14 @@ pub async fn run(args: Args) -> ExitCode {
         ferry_config::LogFormat::Text,
         if bars { "error" } else { "warn" },
     );
+    match (Location::parse(&args.src), Location::parse(&args.dst)) {
+        (Ok(Location::Registry(_)), Ok(Location::Registry(_))) => {}
+        (Ok(src), Ok(dst)) => return run_local(&args, src, dst, bars).await,
+        (Err(m), _) | (_, Err(m)) => {
+            eprintln!("error: {m}");
+            return ExitCode::from(2);
+        }
+    }
     let ends = match prepare(&args) {
         Ok(e) => e,
         Err(message) => {
@@ -81,15 +92,7 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opts = CopyOptions {
-        platform: args.platform.clone(),
-        chunk_size: args.chunk_size.0.max(1),
-        jobs: args.jobs.max(1),
-        retry: RetryPolicy {
-            attempts: args.retries.max(1),
-            ..RetryPolicy::default()
-        },
-    };
+    let opts = options(&args);
     let cancel = CancellationToken::new();
     tokio::spawn(super::sync::cancel_on_signal(cancel.clone()));
     let display = Display::new(bars);
@@ -111,6 +114,64 @@ pub async fn run(args: Args) -> ExitCode {
         };
         let (registry, repo) = (&ends.dst.registry, &ends.dst.repository);
         println!("copied {registry}/{repo}{sep}{published} {d}");
+    }
+    super::sync::report(&Summary {
+        images: vec![result],
+    })
+}
+
+fn options(args: &Args) -> CopyOptions {
+    CopyOptions {
+        platform: args.platform.clone(),
+        chunk_size: args.chunk_size.0.max(1),
+        jobs: args.jobs.max(1),
+        retry: RetryPolicy {
+            attempts: args.retries.max(1),
+            ..RetryPolicy::default()
+        },
+    }
+}
+
+/// A copy with a local end (`oci:`, `oci-archive:`, `docker-archive:`).
+async fn run_local(args: &Args, src: Location, dst: Location, bars: bool) -> ExitCode {
+    let remote = RemoteOptions {
+        plain_http: args.plain_http,
+        insecure: args.insecure,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let client = |loc: &Location, flag: Option<&str>, push| -> Result<_, String> {
+        let Some(r) = loc.image() else {
+            return Ok(None);
+        };
+        let c = credentials(flag, args, &r.registry)?;
+        remote::client(&r.registry, c, remote, push, metrics.clone())
+            .map(Some)
+            .map_err(|e| e.to_string())
+    };
+    let clients = client(&src, args.src_creds.as_deref(), false)
+        .and_then(|s| Ok((s, client(&dst, args.dst_creds.as_deref(), true)?)));
+    let (src_client, dst_client) = match (args.platform.as_deref().map(parse_platform), clients) {
+        (Some(Err(m)), _) | (_, Err(m)) => {
+            eprintln!("error: {m}");
+            return ExitCode::from(2);
+        }
+        (_, Ok(c)) => c,
+    };
+    let cancel = CancellationToken::new();
+    tokio::spawn(super::sync::cancel_on_signal(cancel.clone()));
+    let display = Display::new(bars);
+    let opts = options(args);
+    let result = copy_local(
+        (&src, src_client),
+        (&dst, dst_client),
+        &opts,
+        display.clone(),
+        cancel,
+    )
+    .await;
+    display.finish();
+    if let Ok(Some(d)) = result.result.as_ref().map(|s| s.digest.as_ref()) {
+        println!("copied {dst} {d}");
     }
     super::sync::report(&Summary {
         images: vec![result],

@@ -3,7 +3,9 @@
 mod check;
 mod client_config;
 mod copy;
+mod export;
 mod gc;
+mod import;
 mod serve;
 mod sync;
 mod sync_progress;
@@ -47,6 +49,10 @@ enum Command {
     Sync(sync::Args),
     /// Copy an image (all platforms of an index) from one registry to another.
     Copy(copy::Args),
+    /// Write the images of a sync list into one OCI image-layout archive (offline transport).
+    Export(export::Args),
+    /// Load an OCI image-layout or `docker save` archive into the cache.
+    Import(import::Args),
     /// Validate a configuration file and explain every error by key and line.
     CheckConfig {
         /// Configuration file (YAML).
@@ -71,7 +77,12 @@ pub async fn run(cli: Cli) -> ExitCode {
     // `serve` logs the warning through its logger once that is set up.
     if matches!(
         cli.command,
-        Command::Sync(_) | Command::CheckConfig { .. } | Command::ClientConfig(_) | Command::Gc(_)
+        Command::Sync(_)
+            | Command::Export(_)
+            | Command::Import(_)
+            | Command::CheckConfig { .. }
+            | Command::ClientConfig(_)
+            | Command::Gc(_)
     ) && let Some(w) = foreign_env_warning()
     {
         eprintln!("warning: {w}");
@@ -80,6 +91,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve { config, log_format } => serve::run(config, log_format).await,
         Command::Sync(args) => sync::run(args).await,
         Command::Copy(args) => copy::run(args).await,
+        Command::Export(args) => export::run(args).await,
+        Command::Import(args) => import::run(args).await,
         Command::CheckConfig { file } => check::run(&file),
         Command::ClientConfig(args) => client_config::run(args),
         Command::Gc(args) => gc::run(args).await,

@@ -149,19 +149,21 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         max_header_bytes: config.server.max_header_bytes.0 as usize,
     });
     let stop = CancellationToken::new();
+    // Every long-running task is owned by the engine's tracker; shutdown waits for them.
+    let tasks = mirror.tasks().clone();
     let acceptor = match &config.tls {
         Some(t) => Some(
-            ferry_server::tls::acceptor(t.cert.clone(), t.key.clone(), stop.clone())
+            ferry_server::tls::acceptor(t.cert.clone(), t.key.clone(), stop.clone(), &tasks)
                 .map_err(|e| e.to_string())?,
         ),
         None => None,
     };
     if let Some(p) = &path {
-        tokio::spawn(watch_file(p.clone(), app.clone(), stop.clone()));
+        tasks.spawn(watch_file(p.clone(), app.clone(), stop.clone()));
     }
-    tokio::spawn(watch_signals(stop.clone(), app.clone(), path));
+    tasks.spawn(watch_signals(stop.clone(), app.clone(), path));
     if let Some(sync) = config.sync.clone() {
-        tokio::spawn(ferry_sync::schedule::run_scheduled(
+        tasks.spawn(ferry_sync::schedule::run_scheduled(
             mirror.clone(),
             sync,
             stop.clone(),
@@ -244,19 +246,24 @@ async fn reload(app: &App, path: Option<&Path>) {
             return;
         }
     };
-    // Access first: if its files (htpasswd, lists) are bad, nothing changes.
-    if let Err(e) = app
+    // Both parts are built first; only when both are good are both applied, so a bad
+    // htpasswd file or a bad upstream leaves the whole previous config in force.
+    let access = app
         .access
-        .reload(&config.access, config.redis.as_ref())
-        .await
-    {
-        tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded; keeping the previous one");
-        return;
-    }
-    match app.mirror.reload(&config) {
-        Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
-        Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "upstreams NOT reloaded; keeping the previous ones")
+        .prepare_reload(&config.access, config.redis.as_ref())
+        .await;
+    let mirror = app.mirror.prepare_reload(&config);
+    match (access, mirror) {
+        (Ok(access), Ok(mirror)) => {
+            app.access.apply_reload(access);
+            app.mirror.apply_reload(mirror);
+            tracing::info!(file = %path.display(), "configuration reloaded");
+        }
+        (Err(e), _) => {
+            tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded; keeping the previous one")
+        }
+        (_, Err(e)) => {
+            tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded (upstreams); keeping the previous one")
         }
     }
 }

@@ -72,40 +72,66 @@ pub async fn run(args: Args) -> ExitCode {
     report(&summary)
 }
 
-type Prepared = (Config, Vec<ferry_sync::ListEntry>, SyncOptions);
+/// A loaded config, list and options.
+pub type Prepared = (Config, Vec<ferry_sync::ListEntry>, SyncOptions);
 
 /// Loads the config and the list; any problem here is bad usage (exit 2).
 fn prepare(args: &Args) -> Result<Prepared, String> {
-    let config = match &args.config {
+    load(&Inputs {
+        config: args.config.as_deref(),
+        list: &args.list,
+        platforms: &args.platforms,
+        jobs: args.jobs,
+        retries: args.retries,
+    })
+}
+
+/// What `ferry sync` and `ferry export` read before they start.
+pub struct Inputs<'a> {
+    /// `--config`.
+    pub config: Option<&'a Path>,
+    /// The list file (`-`: standard input).
+    pub list: &'a Path,
+    /// `--platform` values.
+    pub platforms: &'a [String],
+    /// `--jobs`.
+    pub jobs: Option<usize>,
+    /// `--retries`.
+    pub retries: u32,
+}
+
+/// Loads a config and a list into sync options (errors are bad usage).
+pub fn load(i: &Inputs<'_>) -> Result<Prepared, String> {
+    let config = match i.config {
         Some(p) => Config::load(p),
         None => Config::embedded(),
     }
     .map_err(|e| format!("{e}\ninvalid configuration (run `ferry check-config FILE`)"))?;
-    let text = read_list(&args.list)?;
+    let text = read_list(i.list)?;
     let (entries, errors) = parse_list(&text);
     if !errors.is_empty() {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         return Err(format!(
             "{}: {} bad line(s):\n  {}",
-            args.list.display(),
+            i.list.display(),
             errors.len(),
             lines.join("\n  ")
         ));
     }
-    let platforms = args
+    let platforms = i
         .platforms
         .iter()
         .map(|p| parse_platform(p))
         .collect::<Result<Vec<_>, _>>()?;
     let opts = SyncOptions {
-        jobs: args
+        jobs: i
             .jobs
             .or(config.sync.as_ref().map(|s| s.jobs))
             .unwrap_or(4)
             .max(1),
         platforms,
         retry: RetryPolicy {
-            attempts: args.retries.max(1),
+            attempts: i.retries.max(1),
             ..RetryPolicy::default()
         },
     };
@@ -121,7 +147,7 @@ fn read_list(path: &Path) -> Result<String, String> {
 }
 
 /// The same store and engine `ferry serve` builds from this config.
-async fn start_mirror(config: &Config) -> Result<Mirror, String> {
+pub async fn start_mirror(config: &Config) -> Result<Mirror, String> {
     let store = super::serve::open_store(config, None).await?;
     Mirror::start(config, store, Arc::new(Metrics::new()))
         .await

@@ -172,9 +172,23 @@ fn connections_over_the_caps_are_refused_and_counted() {
         .set("server.max_connections", 30)
         .start();
     let addr = ferry.host();
+    let pid = ferry.pid().expect("ferry pid");
+    // The start-up readiness probe's connection may still be closing: take the settled count.
+    let baseline = (0..6)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            fd_count(pid)
+        })
+        .min()
+        .unwrap();
+    let accepted = |n: usize| {
+        wait_until(Duration::from_secs(10), "ferry to accept them", || {
+            fd_count(pid) >= baseline + n
+        })
+    };
     let mut held: Vec<TcpStream> = (0..20).map(|_| connect(&addr)).collect();
-    // Let ferry accept them all before the next one.
-    std::thread::sleep(Duration::from_millis(300));
+    // Ferry has accepted them all before the next one.
+    accepted(20);
 
     let mut over = connect(&addr);
     let mut answer = String::new();
@@ -187,7 +201,7 @@ fn connections_over_the_caps_are_refused_and_counted() {
     );
 
     held.extend((0..10).map(|_| connect_from("127.0.0.2", &addr)));
-    std::thread::sleep(Duration::from_millis(300));
+    accepted(30);
     let mut full = connect_from("127.0.0.3", &addr);
     let mut answer = String::new();
     let _ = full.read_to_string(&mut answer);
@@ -195,7 +209,9 @@ fn connections_over_the_caps_are_refused_and_counted() {
     assert!(answer.contains("connection limit"), "{answer}");
 
     drop(held.drain(..15));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(Duration::from_secs(10), "ferry to close them", || {
+        fd_count(pid) <= baseline + 15
+    });
     let m = Scrape::of(&addr);
     let refused = |reason| m.sum("ferry_connections_refused_total", &[("reason", reason)]);
     assert_eq!(refused("max_connections_per_ip"), 1.0);

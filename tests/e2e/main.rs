@@ -7,9 +7,12 @@
 mod support;
 
 mod access;
+mod archive;
 mod copy;
+mod copy_local;
 mod core;
 mod edge;
+mod egress;
 mod freshness;
 mod ops;
 mod referrers;

@@ -311,21 +311,29 @@ fn metrics_count_misses_then_hits_during_a_pull() {
     assert_eq!(cold.sum("ferry_cache_misses_total", &blob_kind), blobs);
     assert_eq!(cold.sum("ferry_cache_hits_total", &blob_kind), 0.0);
     assert!(cold.sum("ferry_cache_misses_total", &[("kind", "manifest")]) >= 1.0);
-    let upstream_blob_200 = [
-        ("upstream", "docker.io"),
-        ("kind", "blob"),
-        ("status", "200"),
-    ];
-    assert_eq!(
-        cold.sum("ferry_upstream_requests_total", &upstream_blob_200),
-        blobs
-    );
+    // Each cold blob's first request asks for a range (206), and large ones come in segments.
+    let requests: f64 = image
+        .blobs
+        .iter()
+        .map(|b| crate::core::segment_gets(b.size) as f64)
+        .sum();
+    let upstream_blob = |status| {
+        cold.sum(
+            "ferry_upstream_requests_total",
+            &[
+                ("upstream", "docker.io"),
+                ("kind", "blob"),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(upstream_blob("200") + upstream_blob("206"), requests);
     assert_eq!(
         cold.sum(
             "ferry_upstream_request_duration_seconds_count",
             &[("upstream", "docker.io"), ("kind", "blob")]
         ),
-        blobs,
+        requests,
         "one latency observation per upstream blob request"
     );
     assert!(
@@ -1353,6 +1361,8 @@ fn metric_families() -> Vec<Family> {
     m.ratelimit_limit.get_or_create(&account).set(100);
     m.ratelimit_remaining.get_or_create(&account).set(76);
     m.upstream_request("docker.io", "blob", 200, 0.01);
+    m.source_request("docker.io", "192.0.2.10", 429);
+    m.source_resting("docker.io", "192.0.2.10", 1);
     Metrics::per_upstream(&m.upstream_bytes, "docker.io", 1);
     Metrics::per_upstream(&m.coalesced_waiters, "docker.io", 1);
     m.inflight_fills.set(0);

@@ -60,6 +60,18 @@ impl Access {
         cfg: &AccessConfig,
         redis: Option<&RedisConfig>,
     ) -> Result<(), AccessError> {
+        let prepared = self.prepare_reload(cfg, redis).await?;
+        self.apply_reload(prepared);
+        Ok(())
+    }
+
+    /// Builds the state of a new config (users, lists, quota store) without applying it, so
+    /// that a caller can check the rest of the config first ([`Access::apply_reload`]).
+    pub async fn prepare_reload(
+        &self,
+        cfg: &AccessConfig,
+        redis: Option<&RedisConfig>,
+    ) -> Result<Reload, AccessError> {
         let policy = Policy::build(cfg, &self.generated_key)?;
         let old = self.state.load_full();
         let store = make_store(
@@ -68,8 +80,12 @@ impl Access {
             &cfg.quotas.redis_prefix,
             Some(&old.store),
         )?;
-        self.state.store(Arc::new(State { policy, store }));
-        Ok(())
+        Ok(Reload(Arc::new(State { policy, store })))
+    }
+
+    /// Applies a prepared config.
+    pub fn apply_reload(&self, r: Reload) {
+        self.state.store(r.0);
     }
 
     /// The client address: the peer, or what a trusted proxy forwarded (the right-most hop of
@@ -202,6 +218,15 @@ impl Access {
     }
 }
 
+/// An access config prepared by [`Access::prepare_reload`].
+pub struct Reload(Arc<State>);
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reload").finish_non_exhaustive()
+    }
+}
+
 fn make_store(
     local: &Arc<LocalStore>,
     redis: Option<&RedisConfig>,
@@ -310,10 +335,13 @@ fn anonymous_or_refuse(st: &State, ip: IpAddr) -> Result<Identity, Denial> {
 }
 
 fn issue(st: &State, identity: &Identity, req: &TokenRequest) -> Vec<u8> {
+    let p = &st.policy;
     let sub = identity.user().unwrap_or("");
-    let issued = st
-        .policy
-        .signer
-        .issue(sub, req.granted(), SystemTime::now());
+    let cst = p
+        .users
+        .secret(sub)
+        .map(|s| p.signer.stamp(sub, s))
+        .unwrap_or_default();
+    let issued = p.signer.issue(sub, cst, req.granted(), SystemTime::now());
     body(&issued)
 }

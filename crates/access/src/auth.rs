@@ -140,8 +140,20 @@ pub(crate) fn bearer(st: &State, ip: IpAddr, token: &str) -> Result<Identity, De
         }
         return Ok(Identity::Anonymous);
     }
-    if !p.users.contains(&claims.sub) {
+    let Some(secret) = p.users.secret(&claims.sub) else {
         let msg = format!("the user {:?} of this token no longer exists", claims.sub);
+        return Err(Denial::unauthorized(
+            reason::INVALID_TOKEN,
+            subject(),
+            msg,
+            None,
+        ));
+    };
+    if p.signer.stamp(&claims.sub, secret) != claims.cst {
+        let msg = format!(
+            "the password of user {:?} changed since this token was issued; log in again",
+            claims.sub
+        );
         return Err(Denial::unauthorized(
             reason::INVALID_TOKEN,
             subject(),

@@ -31,7 +31,7 @@ mod request;
 mod token;
 mod users;
 
-pub use access::Access;
+pub use access::{Access, Reload};
 pub use denial::{Denial, reason};
 pub use error::AccessError;
 pub use grant::{CacheOutcome, Grant, Identity};

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ferry_config::access::TokenConfig;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// One granted resource: `{"type":"repository","name":"library/nginx","actions":["pull"]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +45,10 @@ pub struct Claims {
     /// What was granted.
     #[serde(default)]
     pub access: Vec<ResourceActions>,
+    /// The credential stamp of the user when the token was issued ([`Signer::stamp`]): a
+    /// token stops working when its user's password changes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cst: String,
 }
 
 /// A freshly signed token.
@@ -62,6 +67,7 @@ pub(crate) struct Signer {
     issuer: String,
     service: String,
     ttl: Duration,
+    key_digest: [u8; 32],
 }
 
 impl std::fmt::Debug for Signer {
@@ -91,7 +97,20 @@ impl Signer {
             issuer: cfg.issuer.clone(),
             service: cfg.service.clone(),
             ttl: cfg.ttl.0,
+            key_digest: Sha256::digest(key).into(),
         }
+    }
+
+    /// A short keyed digest of a user's stored credential (its bcrypt hash or password): the
+    /// same on every replica with the same key and users, different after a password change,
+    /// and no help in guessing the password (it is keyed with the token key).
+    pub(crate) fn stamp(&self, user: &str, secret: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.key_digest);
+        h.update(user.as_bytes());
+        h.update([0]);
+        h.update(secret.as_bytes());
+        hex::encode(&h.finalize()[..8])
     }
 
     /// The service name of challenges.
@@ -99,8 +118,14 @@ impl Signer {
         &self.service
     }
 
-    /// Signs a token for `sub` (empty: anonymous) issued at `now`.
-    pub(crate) fn issue(&self, sub: &str, access: Vec<ResourceActions>, now: SystemTime) -> Issued {
+    /// Signs a token for `sub` (empty: anonymous) with credential stamp `cst`, issued at `now`.
+    pub(crate) fn issue(
+        &self,
+        sub: &str,
+        cst: String,
+        access: Vec<ResourceActions>,
+        now: SystemTime,
+    ) -> Issued {
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -111,6 +136,7 @@ impl Signer {
             iat,
             jti: format!("{:032x}", rand::random::<u128>()),
             access,
+            cst,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail");
@@ -161,7 +187,7 @@ mod tests {
     fn issue_and_verify() {
         let s = signer(b"0123456789abcdef0123456789abcdef");
         let access = vec![grant_pull("repository:library/nginx:pull").unwrap()];
-        let t = s.issue("alice", access.clone(), SystemTime::now());
+        let t = s.issue("alice", String::new(), access.clone(), SystemTime::now());
         assert_eq!(t.expires_in, 300);
         let c = s.verify(&t.token).unwrap();
         assert_eq!(c.sub, "alice");
@@ -174,13 +200,13 @@ mod tests {
     fn expired_tokens_are_refused() {
         let s = signer(b"k");
         let long_ago = SystemTime::now() - Duration::from_secs(3600);
-        let t = s.issue("alice", vec![], long_ago);
+        let t = s.issue("alice", String::new(), vec![], long_ago);
         assert!(s.verify(&t.token).unwrap_err().contains("xpired"));
     }
 
     #[test]
     fn tokens_of_another_key_or_service_are_refused() {
-        let t = signer(b"one").issue("", vec![], SystemTime::now());
+        let t = signer(b"one").issue("", String::new(), vec![], SystemTime::now());
         assert!(signer(b"two").verify(&t.token).is_err());
         let other = Signer::new(
             b"one",

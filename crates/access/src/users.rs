@@ -73,6 +73,14 @@ impl Users {
         self.creds.contains_key(name)
     }
 
+    /// The stored credential of `name` (bcrypt hash or password), for token stamps.
+    pub(crate) fn secret(&self, name: &str) -> Option<&str> {
+        self.creds.get(name).map(|c| match c {
+            Cred::Bcrypt(h) => h.as_str(),
+            Cred::Plain(p) => p.as_str(),
+        })
+    }
+
     /// Whether `password` is right for `name`.
     pub(crate) async fn verify(&self, name: &str, password: &str) -> bool {
         let Some(cred) = self.creds.get(name) else {

@@ -321,3 +321,39 @@ async fn futures_and_values_can_cross_threads() {
     assert_send(&a.reload(&config("{}"), None));
     assert_send(&grant.meter(body(1, 1), ferry_access::CacheOutcome::Hit));
 }
+
+#[tokio::test]
+async fn a_password_change_revokes_live_tokens() {
+    let before = "users: {alice: {password: wonderland}, bob: {password: builder}}";
+    let after = "users: {alice: {password: looking-glass}, bob: {password: builder}}";
+    let a = access(before).await;
+    let alice = token(
+        &a,
+        "192.0.2.1",
+        &basic("alice", "wonderland"),
+        "service=ferry",
+    )
+    .await
+    .unwrap();
+    let bob = token(&a, "192.0.2.1", &basic("bob", "builder"), "service=ferry")
+        .await
+        .unwrap();
+    assert!(pull(&a, "192.0.2.1", &bearer(&alice)).await.is_ok());
+    a.reload(&config(after), None).await.unwrap();
+    let d = pull(&a, "192.0.2.1", &bearer(&alice)).await.unwrap_err();
+    assert_eq!(d.reason, reason::INVALID_TOKEN);
+    assert!(
+        d.message.contains("password of user \"alice\" changed"),
+        "{}",
+        d.message
+    );
+    assert_eq!(
+        pull(&a, "192.0.2.1", &bearer(&bob))
+            .await
+            .unwrap()
+            .identity()
+            .user(),
+        Some("bob"),
+        "other users' tokens stay valid"
+    );
+}

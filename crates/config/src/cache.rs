@@ -31,6 +31,10 @@ pub struct CacheConfig {
     /// How long a tag ferry has served keeps being served after the upstream started answering
     /// 404 for it (counted from the first 404), or `off`.
     pub keep_deleted: KeepDeleted,
+    /// A client `Range` of a blob that is still downloading, beyond what has arrived:
+    /// `forward` asks the upstream for that range at once (lazy pulling: eStargz, SOCI,
+    /// nydus); `wait` waits for the download to get there.
+    pub cold_ranges: ColdRanges,
     /// Memory for hot manifests and tag answers.
     pub memory: ByteSize,
     /// Longest time one upstream blob download may take.
@@ -47,6 +51,7 @@ impl Default for CacheConfig {
             revalidate: Revalidate::Background,
             refresh_ahead: true,
             keep_deleted: KeepDeleted(Some(Dur::secs(7 * 86_400))),
+            cold_ranges: ColdRanges::Forward,
             memory: ByteSize(32 << 20),
             fill_timeout: Dur::secs(3600),
         }
@@ -111,4 +116,14 @@ impl<'de> Deserialize<'de> for KeepDeleted {
                 .map_err(serde::de::Error::custom),
         }
     }
+}
+
+/// What a `Range` beyond the downloaded part of a cold blob does (`cache.cold_ranges`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColdRanges {
+    /// Forward the range upstream at once; the whole download goes on in the background.
+    Forward,
+    /// Wait until the download reaches the range.
+    Wait,
 }

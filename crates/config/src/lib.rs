@@ -12,6 +12,7 @@
 pub mod access;
 pub mod cache;
 pub mod env;
+pub mod hosts;
 pub mod server;
 pub mod storage;
 pub mod units;
@@ -24,11 +25,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use access::AccessConfig;
-pub use cache::{CacheConfig, KeepDeleted, Revalidate};
+pub use cache::{CacheConfig, ColdRanges, KeepDeleted, Revalidate};
 pub use server::{LogConfig, LogFormat, RedisConfig, ServerConfig, SyncConfig, TlsConfig};
 pub use storage::{FsConfig, LocalCacheConfig, S3Config, StorageConfig};
 pub use units::{ByteSize, Dur, Secret};
-pub use upstream::{Account, UpstreamConfig};
+pub use upstream::{Account, SegmentsConfig, UpstreamConfig};
 pub use validate::{ConfigError, ConfigErrors};
 
 /// The whole configuration.

@@ -225,3 +225,49 @@ fn env_secrets_that_look_like_numbers_or_booleans_stay_strings() {
     );
     assert!(!c.cache.serve_stale, "booleans are still read as YAML");
 }
+
+#[test]
+fn redirect_hosts_are_host_patterns_and_bad_ones_are_explained() {
+    let good = "upstreams:\n  docker.io:\n    redirect_hosts: ['production.cloudflare.docker.com', '*.cloudfront.net']\n";
+    let c = Config::from_yaml(good, env(&[])).unwrap();
+    assert_eq!(c.upstreams["docker.io"].redirect_hosts.len(), 2);
+    assert!(
+        Config::from_yaml(
+            "upstreams:\n  ghcr.io: {}\ndefault_upstream: ghcr.io\n",
+            env(&[])
+        )
+        .unwrap()
+        .upstreams["ghcr.io"]
+            .redirect_hosts
+            .is_empty(),
+        "default: any host for blobs"
+    );
+    let bad = "upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    redirect_hosts:\n      - https://cdn.example.com\n      - '*cloudfront.net'\n";
+    let err = Config::from_yaml(bad, env(&[])).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.errors.len(), 2, "{text}");
+    for e in &err.errors {
+        assert_eq!(e.key, "upstreams.docker.io.redirect_hosts");
+        assert_eq!(e.line, Some(4), "{text}");
+    }
+    assert!(
+        text.contains("\"https://cdn.example.com\" is a URL, not a host"),
+        "{text}"
+    );
+    assert!(text.contains("write *.cloudfront.net"), "{text}");
+}
+
+#[test]
+fn source_addresses_must_be_local_ips() {
+    let text = "upstreams:\n  docker.io:\n    source_addresses: [127.0.0.2, 127.0.0.3]\n";
+    let c = Config::from_yaml(text, env(&[])).unwrap();
+    assert_eq!(c.upstreams["docker.io"].source_addresses.len(), 2);
+    let bad = "upstreams:\n  docker.io:\n    source_addresses:\n      - 127.0.0.2\n      - eth0\n      - 192.0.2.77\n";
+    let e = Config::from_yaml(bad, env(&[])).unwrap_err().to_string();
+    assert!(e.contains("\"eth0\" is not an IP address"), "{e}");
+    assert!(
+        e.contains("\"192.0.2.77\" is not usable on this host"),
+        "{e}"
+    );
+    assert!(e.contains("upstreams.docker.io.source_addresses"), "{e}");
+}

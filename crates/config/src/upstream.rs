@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Dur, Secret};
+use crate::units::{ByteSize, Dur, Secret};
 
 /// One upstream registry.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -33,18 +33,52 @@ pub struct UpstreamConfig {
     pub aliases: Vec<String>,
     /// Token realm hosts, besides the registry's own domain, that may receive credentials.
     pub auth_realms: Vec<String>,
+    /// Hosts a blob download may be redirected to (patterns such as `*.cloudfront.net`, see
+    /// [`crate::hosts`]); empty: any host. Other requests never follow a redirect off the
+    /// registry's own host.
+    pub redirect_hosts: Vec<String>,
     /// Skip TLS certificate verification (only for test registries).
     pub insecure: bool,
     /// Extra CA certificate (PEM) to trust for this upstream.
     pub ca_file: Option<PathBuf>,
     /// HTTP(S) proxy used to reach this upstream.
     pub proxy: Option<String>,
+    /// Local IP addresses to send upstream requests from (one connection pool each); pulls
+    /// are spread over them round-robin, and an address that gets 429 rests, per account.
+    /// Empty: the system picks the source address.
+    pub source_addresses: Vec<String>,
     /// Time allowed to connect.
     pub connect_timeout: Option<Dur>,
     /// Longest silence allowed while reading a response.
     pub read_timeout: Option<Dur>,
     /// Per-upstream override of `cache.tag_ttl`.
     pub tag_ttl: Option<Dur>,
+    /// Parallel ranged downloads of large cold blobs.
+    pub segments: SegmentsConfig,
+}
+
+/// How a large cold blob is fetched: as `parallel` concurrent `Range` requests of `size`
+/// bytes (the first one `threshold` bytes, fed to clients at once), when the blob is larger
+/// than `threshold`. `parallel: 1` fetches every blob as one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsConfig {
+    /// Bytes per segment.
+    pub size: ByteSize,
+    /// Segments downloaded at once.
+    pub parallel: usize,
+    /// Blobs up to this size are fetched in one request.
+    pub threshold: ByteSize,
+}
+
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        SegmentsConfig {
+            size: ByteSize(8 << 20),
+            parallel: 4,
+            threshold: ByteSize(16 << 20),
+        }
+    }
 }
 
 /// One account of an upstream.

@@ -148,6 +148,26 @@ fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
             }
             names.push(a);
         }
+        for (i, pattern) in u.redirect_hosts.iter().enumerate() {
+            if let Err(m) = crate::hosts::check(pattern) {
+                err(
+                    &["upstreams", name, "redirect_hosts"],
+                    format!("pattern #{} {pattern:?} {m}", i + 1),
+                );
+            }
+        }
+        let seg = &u.segments;
+        if seg.parallel == 0 || seg.size.0 < 64 * 1024 || seg.threshold.0 < 64 * 1024 {
+            err(
+                &["upstreams", name, "segments"],
+                "parallel must be at least 1, size and threshold at least 64KiB".into(),
+            );
+        }
+        for a in &u.source_addresses {
+            if let Err(m) = check_source_address(a) {
+                err(&["upstreams", name, "source_addresses"], m);
+            }
+        }
         if u.password.is_some() && u.username.is_none() {
             err(
                 &["upstreams", name, "password"],
@@ -185,6 +205,17 @@ fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
             );
         }
     }
+}
+
+/// A source address must be an IP address that is assignable on this host (binding a socket
+/// to it succeeds), so a typo fails at start-up rather than on the first pull.
+pub fn check_source_address(a: &str) -> Result<std::net::IpAddr, String> {
+    let ip: std::net::IpAddr = a.trim().parse().map_err(|_| {
+        format!("source address {a:?} is not an IP address (e.g. 192.0.2.10 or 2001:db8::10)")
+    })?;
+    std::net::TcpListener::bind((ip, 0))
+        .map_err(|e| format!("source address {a:?} is not usable on this host: {e}"))?;
+    Ok(ip)
 }
 
 fn check_server(s: &crate::ServerConfig, err: &mut impl FnMut(&[&str], String)) {

@@ -45,6 +45,26 @@ pub struct UpstreamLabels {
     pub status: u16,
 }
 
+/// Labels of an upstream response, by the local source address it was sent from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// Upstream registry.
+    pub upstream: String,
+    /// Local source address (`default` when the system picks it).
+    pub address: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels naming an upstream and a local source address.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AddressLabels {
+    /// Upstream registry.
+    pub upstream: String,
+    /// Local source address.
+    pub address: String,
+}
+
 /// Labels naming only an upstream.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamOnly {
@@ -102,6 +122,10 @@ pub struct Metrics {
     pub ratelimit_remaining: Family<AccountLabels, Gauge>,
     /// Requests sent upstream, by response status.
     pub upstream_requests: Family<UpstreamLabels, Counter>,
+    /// Upstream responses by local source address and status.
+    pub source_requests: Family<SourceLabels, Counter>,
+    /// Accounts resting (after a 429 or a low `ratelimit-remaining`) per source address.
+    pub source_resting: Family<AddressLabels, Gauge>,
     /// Upstream latency until the response head.
     pub upstream_duration: Family<KindLabels, Histogram>,
     /// Bytes downloaded from upstreams.
@@ -154,6 +178,8 @@ impl Metrics {
             ratelimit_limit: Family::default(),
             ratelimit_remaining: Family::default(),
             upstream_requests: Family::default(),
+            source_requests: Family::default(),
+            source_resting: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_bytes: Family::default(),
             coalesced_waiters: Family::default(),
@@ -227,6 +253,16 @@ impl Metrics {
             "ferry_upstream_requests",
             "Requests sent to upstreams",
             self.upstream_requests.clone(),
+        );
+        r.register(
+            "ferry_upstream_source_requests",
+            "Upstream responses by local source address",
+            self.source_requests.clone(),
+        );
+        r.register(
+            "ferry_upstream_source_resting",
+            "Accounts resting on a source address after a 429 or a low ratelimit-remaining",
+            self.source_resting.clone(),
         );
         r.register(
             "ferry_upstream_request_duration_seconds",
@@ -313,6 +349,27 @@ impl Metrics {
                 kind,
             })
             .observe(secs);
+    }
+
+    /// Counts an upstream response by the source address it was sent from.
+    pub fn source_request(&self, upstream: &str, address: &str, status: u16) {
+        self.source_requests
+            .get_or_create(&SourceLabels {
+                upstream: upstream.to_owned(),
+                address: address.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// Sets how many accounts rest on a source address.
+    pub fn source_resting(&self, upstream: &str, address: &str, resting: i64) {
+        self.source_resting
+            .get_or_create(&AddressLabels {
+                upstream: upstream.to_owned(),
+                address: address.to_owned(),
+            })
+            .set(resting);
     }
 
     /// Counts a cache hit or miss.

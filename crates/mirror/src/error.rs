@@ -1,5 +1,6 @@
 //! Errors of the cache engine. The server turns each into an OCI error in one place.
 
+use ferry_storage::FillError;
 use ferry_upstream::UpstreamError;
 
 use crate::route::RouteError;
@@ -24,13 +25,13 @@ pub enum MirrorError {
         /// What was wrong.
         message: String,
     },
-    /// A download failed its integrity check or was cut.
-    #[error("download of {digest} failed: {message}")]
+    /// A download failed its integrity check, was cut, or could not be stored.
+    #[error("download of {digest} failed: {error}")]
     Fill {
-        /// Which blob.
+        /// Which blob (empty until the caller names it).
         digest: String,
         /// Why.
-        message: String,
+        error: FillError,
     },
 }
 
@@ -43,6 +44,28 @@ impl From<ferry_storage::StorageError> for MirrorError {
 impl From<std::io::Error> for MirrorError {
     fn from(e: std::io::Error) -> Self {
         MirrorError::Storage(e.to_string())
+    }
+}
+
+impl MirrorError {
+    /// A failed download of a blob not named yet.
+    pub(crate) fn fill(error: FillError) -> Self {
+        MirrorError::Fill {
+            digest: String::new(),
+            error,
+        }
+    }
+
+    /// The failure as the readers of a download get it.
+    pub(crate) fn to_fill_error(&self) -> FillError {
+        match self {
+            MirrorError::Fill { error, .. } => error.clone(),
+            MirrorError::Upstream(u) => FillError::Upstream {
+                reason: u.reason(),
+                message: u.to_string(),
+            },
+            other => FillError::Storage(other.to_string()),
+        }
     }
 }
 

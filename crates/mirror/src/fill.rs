@@ -24,12 +24,13 @@ use std::time::Duration;
 use ferry_metrics::{Metrics, ReasonLabels};
 use ferry_oci::{Digest, DigestVerifier, RepoName};
 use ferry_storage::fs::temp_path;
-use ferry_storage::{BlobStore, FillClaim, Progress};
+use ferry_storage::{BlobStore, FillClaim, FillError, Progress};
 use ferry_upstream::{BlobDownload, Upstream};
 use tokio::sync::watch;
 
 use crate::error::{MirrorError, Result};
 use crate::index::Index;
+use crate::segments;
 use crate::spool_writer::{SpoolWriter, next_batch};
 
 /// How long readers of a verified download wait for it to be stored before they get its last
@@ -53,9 +54,17 @@ pub struct Fill {
     started: watch::Receiver<Option<std::result::Result<Started, MirrorError>>>,
     progress: watch::Sender<Progress>,
     settled: watch::Sender<bool>,
+    /// Upstream and repository the download comes from.
+    source: (String, RepoName),
 }
 
 impl Fill {
+    /// Whether this download comes from `repo` on `upstream` (so its start proves that the
+    /// repository holds the blob).
+    pub fn fetches_from(&self, upstream: &str, repo: &RepoName) -> bool {
+        self.source.0 == upstream && self.source.1 == *repo
+    }
+
     /// Waits until the download has started (or failed to).
     pub async fn started(&self) -> Result<Started> {
         let mut rx = self.started.clone();
@@ -64,10 +73,7 @@ impl Fill {
                 return r;
             }
             if rx.changed().await.is_err() {
-                return Err(MirrorError::Fill {
-                    digest: String::new(),
-                    message: "download task ended".into(),
-                });
+                return Err(MirrorError::fill(FillError::Abandoned));
             }
         }
     }
@@ -91,19 +97,11 @@ impl Fill {
         loop {
             match rx.borrow_and_update().clone() {
                 Progress::Done => return Ok(()),
-                Progress::Failed(m) => {
-                    return Err(MirrorError::Fill {
-                        digest: String::new(),
-                        message: m.to_string(),
-                    });
-                }
+                Progress::Failed(e) => return Err(MirrorError::fill(e)),
                 Progress::Growing(_) => {}
             }
             if rx.changed().await.is_err() {
-                return Err(MirrorError::Fill {
-                    digest: String::new(),
-                    message: "download task ended".into(),
-                });
+                return Err(MirrorError::fill(FillError::Abandoned));
             }
         }
     }
@@ -120,6 +118,10 @@ pub struct FillContext {
     pub metrics: Arc<Metrics>,
     /// Longest time a download may take.
     pub timeout: Duration,
+    /// Where the download task is tracked (shutdown waits for it).
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Fires at shutdown: the download is abandoned.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// A download's key: the upstream it comes from (with that upstream's `mirrors:`) and the
@@ -165,6 +167,7 @@ impl Fills {
             started: started_rx,
             progress: progress_tx,
             settled: watch::channel(false).0,
+            source: (upstream.name().to_owned(), repo.clone()),
         });
         map.insert(key.clone(), fill.clone());
         let job = Job {
@@ -176,7 +179,8 @@ impl Fills {
             started: started_tx,
         };
         let map2 = self.map.clone();
-        tokio::spawn(async move {
+        let tasks = job.ctx.tasks.clone();
+        tasks.spawn(async move {
             let fill = job.fill.clone();
             job.run().await;
             map2.lock().expect("fills lock").remove(&key);
@@ -231,14 +235,16 @@ impl Job {
     async fn run(self) {
         self.ctx.metrics.inflight_fills.inc();
         let mut spool = None;
-        let result = match tokio::time::timeout(self.ctx.timeout, self.download(&mut spool)).await {
-            Ok(r) => r,
-            Err(_) => Err(self.failure("download took longer than cache.fill_timeout")),
+        let download = tokio::time::timeout(self.ctx.timeout, self.download(&mut spool));
+        let result = tokio::select! {
+            r = download => r.unwrap_or_else(|_| Err(self.failure(FillError::Timeout))),
+            // Shutdown: the download ends now and leaves nothing behind.
+            _ = self.ctx.stop.cancelled() => Err(self.failure(FillError::Abandoned)),
         };
         self.ctx.metrics.inflight_fills.dec();
         match result {
             Ok(()) => {
-                let _ = self.fill.progress.send(Progress::Done);
+                self.fill.progress.send_replace(Progress::Done);
             }
             Err(e) => {
                 self.fail(&e);
@@ -249,20 +255,16 @@ impl Job {
         }
     }
 
-    fn failure(&self, message: &str) -> MirrorError {
+    fn failure(&self, error: FillError) -> MirrorError {
         MirrorError::Fill {
             digest: self.digest.to_string(),
-            message: message.to_owned(),
+            error,
         }
     }
 
     fn fail(&self, e: &MirrorError) {
-        let reason = match e {
-            MirrorError::Upstream(u) => u.reason(),
-            MirrorError::Fill { message, .. } if message.contains("digest") => "digest_mismatch",
-            MirrorError::Fill { .. } => "download",
-            _ => "storage",
-        };
+        let error = e.to_fill_error();
+        let reason = error.reason();
         if !matches!(
             e,
             MirrorError::Upstream(ferry_upstream::UpstreamError::NotFound { .. })
@@ -282,10 +284,7 @@ impl Job {
                 false
             }
         });
-        let _ = self
-            .fill
-            .progress
-            .send(Progress::Failed(e.to_string().into()));
+        self.fill.progress.send_replace(Progress::Failed(error));
     }
 
     async fn download(&self, slot: &mut Option<Spool>) -> Result<()> {
@@ -297,7 +296,7 @@ impl Job {
                 .claim_fill(self.upstream.name(), &self.digest, self.ctx.timeout / 2);
         let (dl, _lease) = match claim.await? {
             FillClaim::Owner(lease) => (
-                self.upstream.blob(&self.repo, &self.digest, 0).await?,
+                segments::first_request(&self.upstream, &self.repo, &self.digest).await?,
                 Some(lease),
             ),
             FillClaim::Stored => (self.stored_copy().await?, None),
@@ -310,11 +309,16 @@ impl Job {
             size: dl.size,
             ingested: false,
         });
-        let mut writer = SpoolWriter::new(file, DigestVerifier::for_digest(&self.digest));
         let _ = self.started.send(Some(Ok(Started {
             size: dl.size,
-            file: reader,
+            file: reader.clone(),
         })));
+        if let (true, Some(size)) = (dl.partial, dl.size) {
+            let file = Arc::new(file);
+            let hasher = self.segmented(dl, size, file.clone(), reader).await?;
+            return self.verify_and_store(spool, file, hasher, size).await;
+        }
+        let mut writer = SpoolWriter::new(file, DigestVerifier::for_digest(&self.digest));
         let mut stream = dl.stream;
         let mut skip = 0u64;
         let mut resumes = 0;
@@ -326,10 +330,10 @@ impl Job {
                     .size
                     .is_some_and(|s| writer.submitted() + batch.len() as u64 > s)
                 {
-                    return Err(self.failure("upstream sent more bytes than its Content-Length"));
+                    return Err(self.failure(FillError::TooLong));
                 }
                 if let Some(done) = writer.submit(batch).await? {
-                    let _ = self.fill.progress.send(Progress::Growing(done));
+                    self.fill.progress.send_replace(Progress::Growing(done));
                 }
             }
             match (eof, err) {
@@ -343,45 +347,78 @@ impl Job {
                     stream = dl.stream;
                 }
                 (_, Some(e)) => {
-                    return Err(self.failure(&format!(
-                        "connection failed after {MAX_RESUMES} resumes: {e}"
-                    )));
+                    return Err(self.failure(FillError::Cut {
+                        resumes: MAX_RESUMES,
+                        message: e.to_string(),
+                    }));
                 }
                 (false, None) => {}
             }
         }
         let written = writer.submitted();
         let (file, hasher) = writer.finish().await?;
-        let _ = self.fill.progress.send(Progress::Growing(written));
+        let file = Arc::new(file);
+        self.fill.progress.send_replace(Progress::Growing(written));
         self.verify_and_store(spool, file, hasher, written).await
+    }
+
+    /// Fetches the rest of a large blob in parallel segments (the first is `first`).
+    async fn segmented(
+        &self,
+        first: BlobDownload,
+        size: u64,
+        writer: Arc<File>,
+        reader: Arc<File>,
+    ) -> Result<DigestVerifier> {
+        let cfg = self.upstream.segments();
+        let plan = segments::plan(size, cfg.threshold.0, cfg.size.0);
+        tracing::debug!(digest = %self.digest, size, segments = plan.len(), "segmented download");
+        let job = segments::Segmented {
+            upstream: self.upstream.clone(),
+            repo: self.repo.clone(),
+            digest: self.digest.clone(),
+            writer,
+            reader,
+            size,
+            parallel: cfg.parallel,
+        };
+        let progress = &self.fill.progress;
+        job.run(first, plan, |n| {
+            progress.send_replace(Progress::Growing(n));
+        })
+        .await
     }
 
     /// The blob as stored by another replica, in the shape of an upstream download.
     async fn stored_copy(&self) -> Result<BlobDownload> {
         let body = self.ctx.store.open(&self.digest, 0, None).await?;
-        let body = body.ok_or_else(|| self.failure("blob vanished from the shared store"))?;
+        let body = body.ok_or_else(|| self.failure(FillError::Vanished))?;
         Ok(BlobDownload {
             size: Some(body.size),
             offset: 0,
             stream: body.stream,
+            partial: false,
         })
     }
 
     async fn verify_and_store(
         &self,
         spool: &mut Spool,
-        file: File,
+        file: Arc<File>,
         hasher: DigestVerifier,
         written: u64,
     ) -> Result<()> {
         if let Some(size) = spool.size.filter(|&s| s != written) {
-            return Err(self.failure(&format!("upstream sent {written} of {size} bytes")));
+            return Err(self.failure(FillError::Short {
+                got: written,
+                expected: size,
+            }));
         }
         let got = hasher.finish();
         if got != self.digest {
-            return Err(self.failure(&format!(
-                "digest mismatch: upstream content hashes to {got}"
-            )));
+            return Err(self.failure(FillError::DigestMismatch {
+                got: got.to_string(),
+            }));
         }
         // Verified. Storing is the fsync of the spool file and its move into the store. A quick
         // store (a small blob on local disk) completes before readers get the last byte, so a
@@ -392,7 +429,7 @@ impl Job {
         let store = async {
             tokio::task::spawn_blocking(move || file.sync_all())
                 .await
-                .map_err(|e| self.failure(&e.to_string()))??;
+                .map_err(|e| self.failure(FillError::Storage(e.to_string())))??;
             self.ctx.store.ingest(&self.digest, &path).await?;
             Ok::<(), MirrorError>(())
         };
@@ -400,7 +437,7 @@ impl Job {
         tokio::select! {
             stored = &mut store => stored?,
             _ = tokio::time::sleep(RELEASE_AFTER) => {
-                let _ = self.fill.progress.send(Progress::Done);
+                self.fill.progress.send_replace(Progress::Done);
                 store.await?;
             }
         }

@@ -274,6 +274,7 @@ mod tests {
             size: 1,
             fetched_at: 0,
             deleted_upstream_at: None,
+            imported: false,
         };
         meta::put(store, &meta::tag_key(up, rest, tag), &entry)
             .await
@@ -356,6 +357,7 @@ mod tests {
             size: 1,
             fetched_at: 5,
             deleted_upstream_at: Some(1_000),
+            imported: false,
         };
         meta::put(&store, &key, &entry).await.unwrap();
         let inv = scan(&store).await.unwrap();

@@ -10,10 +10,14 @@
 //!   a HEAD, and served stale when the upstream fails ([`policy`]);
 //! - [`blobs`] + [`fill`]: hits are read from the store; misses start one streaming download
 //!   that every concurrent request follows;
+//! - [`links`]: a digest is served under a repository only when ferry knows the repository
+//!   holds it (fetched through it, named by one of its manifests, or confirmed by an upstream
+//!   `HEAD`); [`migrate`] derives these links from the tag answers of an older cache;
 //! - [`index`]: sizes and last-served times, and eviction above `storage.max_size`;
 //! - [`revalidate`]: expired tags answered at once and refreshed in the background, and tags
 //!   deleted upstream served for `cache.keep_deleted`;
-//! - [`lists`]: tag lists and referrers, cached like tags.
+//! - [`lists`]: tag lists and referrers, cached like tags;
+//! - [`import`]: content from an archive (`ferry import`), stored as a pull would store it.
 //!
 //! Settings derived from the config (routes, upstreams, policy) sit behind an `ArcSwap`, so a
 //! reload swaps them without touching downloads in flight.
@@ -21,14 +25,18 @@
 pub mod blobs;
 pub mod error;
 pub mod fill;
+pub mod import;
 pub mod index;
 pub mod inspect;
+pub mod links;
 pub mod lists;
 pub mod manifests;
 pub mod meta;
+pub mod migrate;
 pub mod policy;
 pub mod revalidate;
 pub mod route;
+pub(crate) mod segments;
 pub mod single_flight;
 pub mod spool_writer;
 
@@ -40,11 +48,16 @@ use ferry_config::Config;
 use ferry_metrics::Metrics;
 use ferry_oci::RepoName;
 use ferry_storage::BlobStore;
-use ferry_upstream::{Upstream, UpstreamError, Upstreams};
+use ferry_upstream::{Upstream, Upstreams};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use blobs::{BlobAnswer, BlobBody};
 pub use error::{MirrorError, Result};
+/// Why a download did not become a cache entry (carried to every reader of it).
+pub use ferry_storage::FillError;
+/// Upstream failures, as the engine reports them (the server maps them to OCI errors).
+pub use ferry_upstream::UpstreamError;
 pub use lists::ListAnswer;
 pub use manifests::{CachedManifest, ManifestAnswer};
 pub use revalidate::DeletedUpstream;
@@ -91,6 +104,17 @@ pub struct Target {
     pub repo: RepoName,
 }
 
+/// Longest time shutdown waits for background tasks (downloads end at once: they are
+/// cancelled and leave nothing behind).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// A config prepared by [`Mirror::prepare_reload`], applied by [`Mirror::apply_reload`].
+pub struct Reload {
+    settings: Settings,
+    max_size: u64,
+    negative_ttl: Duration,
+}
+
 /// Config-derived settings, swapped whole on reload.
 struct Settings {
     router: Router,
@@ -98,6 +122,8 @@ struct Settings {
     policy: policy::Policy,
     fill_timeout: Duration,
     redirect_ttl: Option<Duration>,
+    /// `cache.cold_ranges: forward`.
+    forward_cold_ranges: bool,
 }
 
 impl Settings {
@@ -107,6 +133,7 @@ impl Settings {
             upstreams: Upstreams::from_config(config, metrics)?,
             policy: policy::Policy::new(config),
             fill_timeout: config.cache.fill_timeout.0,
+            forward_cold_ranges: config.cache.cold_ranges == ferry_config::ColdRanges::Forward,
             redirect_ttl: config
                 .storage
                 .s3
@@ -133,7 +160,11 @@ struct Inner {
     flights: manifests::Flights,
     background: revalidate::Background,
     lists: lists::Lists,
+    links: links::Links,
     stop: CancellationToken,
+    /// Every background task of the engine (downloads, index upkeep, migration) and of the
+    /// server around it; [`Mirror::shutdown`] waits for them.
+    tasks: TaskTracker,
 }
 
 impl Mirror {
@@ -150,34 +181,59 @@ impl Mirror {
         ));
         index.load(store.as_ref()).await?;
         let stop = CancellationToken::new();
-        tokio::spawn(index.clone().maintain(store.clone(), stop.clone()));
+        let tasks = TaskTracker::new();
+        tasks.spawn(index.clone().maintain(store.clone(), stop.clone()));
         let inner = Inner {
             memory: manifests::Memory::new(config.cache.memory.0, config.cache.negative_ttl.0),
             flights: manifests::Flights::default(),
             background: revalidate::Background::default(),
             lists: lists::Lists::default(),
+            links: links::Links::default(),
             store,
             index,
             fills: fill::Fills::default(),
             settings: ArcSwap::from_pointee(settings),
             metrics,
             stop,
+            tasks,
         };
-        Ok(Mirror {
+        let mirror = Mirror {
             inner: Arc::new(inner),
-        })
+        };
+        let migration = migrate::run(mirror.clone(), mirror.inner.stop.clone());
+        mirror.inner.tasks.spawn(migration);
+        Ok(mirror)
     }
 
     /// Applies a new config: routes, upstreams, policy and size limit. Downloads in flight keep
     /// the upstream they started with.
     pub fn reload(&self, config: &Config) -> std::result::Result<(), MirrorError> {
-        let settings = Settings::new(config, self.inner.metrics.clone())?;
-        self.inner.settings.store(Arc::new(settings));
-        self.inner.index.set_max(config.storage.max_size.0);
-        self.inner
-            .memory
-            .set_negative_ttl(config.cache.negative_ttl.0);
+        let prepared = self.prepare_reload(config)?;
+        self.apply_reload(prepared);
         Ok(())
+    }
+
+    /// Builds everything a new config needs without changing anything, so a caller can check
+    /// several parts (access control too) before applying any ([`Mirror::apply_reload`]).
+    pub fn prepare_reload(&self, config: &Config) -> std::result::Result<Reload, MirrorError> {
+        Ok(Reload {
+            settings: Settings::new(config, self.inner.metrics.clone())?,
+            max_size: config.storage.max_size.0,
+            negative_ttl: config.cache.negative_ttl.0,
+        })
+    }
+
+    /// Applies a prepared config.
+    pub fn apply_reload(&self, r: Reload) {
+        self.inner.settings.store(Arc::new(r.settings));
+        self.inner.index.set_max(r.max_size);
+        self.inner.memory.set_negative_ttl(r.negative_ttl);
+    }
+
+    /// The tracker of background tasks: the server spawns its own long-running tasks (watchers,
+    /// scheduled sync) here, so that [`Mirror::shutdown`] waits for them too.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
     }
 
     /// Resolves a request's name, `?ns=` and `Host` to an upstream repository.
@@ -231,7 +287,16 @@ impl Mirror {
     /// Stops background upkeep and revalidations, and writes back access times.
     pub async fn shutdown(&self) {
         self.inner.stop.cancel();
-        self.stop_background().await;
+        self.inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.inner.tasks.len(),
+                "background tasks still running at exit"
+            );
+        }
         self.inner.index.flush(self.inner.store.as_ref()).await;
     }
 
@@ -240,5 +305,7 @@ impl Mirror {
     }
 }
 
+#[cfg(test)]
+mod import_tests;
 #[cfg(test)]
 mod tests;

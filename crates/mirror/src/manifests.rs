@@ -1,4 +1,6 @@
-//! Manifests: by digest they are immutable (memory, then store, then one upstream GET); by tag
+//! Manifests: by digest they are immutable (memory, then store, then one upstream GET), and a
+//! cached one is served under a repository only when that repository is known to hold it (else
+//! one upstream HEAD decides, see [`crate::links`]); by tag
 //! the answer is trusted for the tag TTL, then revalidated with a HEAD (which Docker Hub does not
 //! count as a pull) and re-fetched only when the digest changed. When the upstream is down,
 //! rate-limiting or failing, the last known answer is served (stale-if-error). "Not found" is
@@ -15,6 +17,7 @@ use ferry_oci::{Digest, Reference, Tag, manifest};
 use ferry_upstream::{Upstream, UpstreamError};
 
 use crate::error::{MirrorError, Result};
+use crate::links::{Kind, link_key};
 use crate::meta::{self, ManifestMeta, TagEntry, now_secs};
 use crate::revalidate::{DeletedUpstream, is_not_found};
 use crate::single_flight::SingleFlight;
@@ -86,13 +89,13 @@ impl Memory {
             .store(ttl.as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn negative(&self, key: &str) -> Option<UpstreamError> {
+    pub(crate) fn negative(&self, key: &str) -> Option<UpstreamError> {
         let (err, at) = self.negative.get(key)?;
         let ttl = Duration::from_millis(self.negative_ttl_ms.load(Ordering::Relaxed));
         (at.elapsed() < ttl).then_some(err)
     }
 
-    fn remember_not_found(&self, key: String, e: &MirrorError) {
+    pub(crate) fn remember_not_found(&self, key: String, e: &MirrorError) {
         if let MirrorError::Upstream(u @ UpstreamError::NotFound { .. }) = e {
             self.negative
                 .insert(key, (u.clone(), std::time::Instant::now()));
@@ -102,20 +105,24 @@ impl Memory {
 
 type FlightResult = std::result::Result<(Arc<CachedManifest>, Outcome), MirrorError>;
 
-/// Manifest fetches in flight, by tag key or digest.
+/// Manifest fetches in flight, by tag key or by `upstream/repository@digest` (a fetch through
+/// one repository never answers a request for another).
 #[derive(Default)]
 pub struct Flights {
     tags: SingleFlight<String, FlightResult>,
-    digests: SingleFlight<Digest, FlightResult>,
+    digests: SingleFlight<String, FlightResult>,
 }
 
 impl Mirror {
-    /// The manifest for a tag or digest.
+    /// The manifest for a tag or digest. A digest is served only when the repository is known
+    /// to hold it (see [`crate::links`]); whatever is served, the repository then holds it and
+    /// everything it names.
     pub async fn manifest(&self, t: &Target, reference: &Reference) -> Result<ManifestAnswer> {
         let answer = match reference {
             Reference::Digest(d) => self.manifest_by_digest(t, d).await,
             Reference::Tag(tag) => self.manifest_by_tag(t, tag).await,
         }?;
+        self.adopt(&t.name, &t.repo, answer.manifest.clone()).await;
         self.inner
             .metrics
             .cache(&t.name, "manifest", answer.outcome.is_hit());
@@ -124,9 +131,15 @@ impl Mirror {
 
     async fn manifest_by_digest(&self, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
         if let Some(m) = self.cached_manifest(d).await? {
-            return Ok(ManifestAnswer::new((m, Outcome::Hit)));
+            let outcome = if self.is_linked(&t.name, &t.repo, d).await? {
+                Outcome::Hit
+            } else {
+                self.confirm(t, d, Kind::Manifest).await?;
+                Outcome::Revalidated
+            };
+            return Ok(ManifestAnswer::new((m, outcome)));
         }
-        let neg_key = format!("{}/{}@{d}", t.name, t.repo);
+        let neg_key = link_key(&t.name, &t.repo, d);
         if let Some(e) = self.inner.memory.negative(&neg_key) {
             return Err(e.into());
         }
@@ -142,7 +155,7 @@ impl Mirror {
                 .map(|m| (m, Outcome::Miss))
         };
         let work = ferry_upstream::Priority::current().scope(work);
-        let (result, _) = self.inner.flights.digests.run(d.clone(), work).await;
+        let (result, _) = self.inner.flights.digests.run(neg_key.clone(), work).await;
         result
             .map(ManifestAnswer::new)
             .inspect_err(|e| self.inner.memory.remember_not_found(neg_key, e))
@@ -186,7 +199,11 @@ impl Mirror {
     ) -> Result<ManifestAnswer> {
         let transient = matches!(&e, MirrorError::Upstream(u) if u.is_transient());
         let policy = self.settings().policy.clone();
-        if let (true, true, Some(entry)) = (transient, policy.serve_stale, &entry)
+        // An imported tag has no upstream answer to fall back on: it is served stale whenever
+        // revalidation fails, whatever `serve_stale` says (a tag deleted upstream still
+        // follows `keep_deleted`).
+        let serve_stale = policy.serve_stale || entry.as_ref().is_some_and(|e| e.imported);
+        if let (true, true, Some(entry)) = (transient, serve_stale, &entry)
             && let Some(deleted) = policy.deleted_notice(entry)
             && let Some(m) = self.cached_manifest(&entry.digest).await?
         {
@@ -272,6 +289,7 @@ impl Mirror {
             size: m.bytes.len() as u64,
             fetched_at: now_secs(),
             deleted_upstream_at: None,
+            imported: false,
         };
         meta::put(self.inner.store.as_ref(), key, &entry).await?;
         self.inner.memory.tags.insert(key.to_owned(), entry);

@@ -26,6 +26,10 @@ pub struct TagEntry {
     /// the epoch); cleared when the upstream serves it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_upstream_at: Option<u64>,
+    /// Recorded by `ferry import` from an archive rather than answered by the upstream: served
+    /// stale whenever revalidation fails, whatever `cache.serve_stale` says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub imported: bool,
 }
 
 impl TagEntry {

@@ -2,8 +2,8 @@
 //!
 //! With `cache.revalidate: background` a request for an expired tag is answered at once from
 //! the cache and one task per tag (single-flight) asks the upstream with a HEAD; the next
-//! request sees what it learned. The tasks belong to the [`Mirror`]: they run on a
-//! [`TaskTracker`] and stop with [`Mirror::shutdown`].
+//! request sees what it learned. The tasks belong to the [`Mirror`]: they run on its one
+//! task tracker ([`Mirror::tasks`]) and stop with [`Mirror::shutdown`].
 //!
 //! With `cache.refresh_ahead` a hot tag (served [`HOT_HITS`] times since its last refresh) is
 //! revalidated the same way once 80% of its TTL has passed, so its clients never see it
@@ -16,21 +16,17 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use ferry_metrics::Metrics;
 use ferry_oci::Tag;
 use ferry_upstream::{Priority, UpstreamError};
-use tokio_util::task::TaskTracker;
 
 use crate::error::MirrorError;
 use crate::manifests::{CachedManifest, ManifestAnswer};
 use crate::meta::{self, TagEntry, now_secs};
 use crate::policy::HOT_HITS;
 use crate::{Mirror, Outcome, Target};
-
-/// How long [`Mirror::shutdown`] waits for background revalidations to stop.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// An answer served although the upstream says the image is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +49,11 @@ impl DeletedUpstream {
     }
 }
 
-/// Background revalidations: which tags are being refreshed, and the tasks doing it.
+/// Background revalidations: which tags are being refreshed (the tasks doing it run on the
+/// engine's task tracker).
 #[derive(Default)]
 pub struct Background {
     running: Arc<Mutex<HashSet<String>>>,
-    tracker: TaskTracker,
 }
 
 impl Background {
@@ -78,18 +74,6 @@ impl Background {
             running: self.running.clone(),
             key: key.to_owned(),
         })
-    }
-
-    /// Stops accepting work and waits (bounded) for running tasks, which the mirror's
-    /// cancellation token has told to stop.
-    pub(crate) async fn close(&self) {
-        self.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_WAIT, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("background revalidations did not stop in time");
-        }
     }
 }
 
@@ -123,7 +107,9 @@ impl Mirror {
         let policy = &settings.policy;
         let deleted = policy.deleted_notice(entry)?;
         if !policy.is_fresh(&t.name, tag.as_str(), entry.fetched()) {
-            if !policy.background {
+            // Answering an expired tag before the upstream confirms it is serving it stale:
+            // with `serve_stale` off only an imported tag may be (others wait for the upstream).
+            if !policy.background || !(policy.serve_stale || entry.imported) {
                 return None;
             }
             self.revalidate_in_background(t, tag, entry.clone(), key);
@@ -155,7 +141,7 @@ impl Mirror {
     /// Starts one background revalidation of `key`, unless one is running.
     fn revalidate_in_background(&self, t: &Target, tag: &Tag, entry: TagEntry, key: &str) {
         let bg = &self.inner.background;
-        if bg.tracker.is_closed() {
+        if self.inner.tasks.is_closed() {
             return;
         }
         let Some(claim) = bg.claim(key) else {
@@ -163,7 +149,7 @@ impl Mirror {
         };
         let (this, t, tag) = (self.clone(), t.clone(), tag.clone());
         let stop = self.inner.stop.clone();
-        bg.tracker.spawn(async move {
+        self.inner.tasks.spawn(async move {
             let _claim = claim;
             let work = this.refresh_tag(&t, &tag, Some(entry.clone()), &_claim.key);
             let result = tokio::select! {
@@ -246,11 +232,6 @@ impl Mirror {
         meta::put(self.inner.store.as_ref(), key, &entry).await?;
         self.inner.memory.tags.insert(key.to_owned(), entry);
         Ok(meta::at_secs(since))
-    }
-
-    /// Stops background revalidations (the cancellation token is already cancelled).
-    pub(crate) async fn stop_background(&self) {
-        self.inner.background.close().await;
     }
 }
 

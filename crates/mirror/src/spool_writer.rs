@@ -40,6 +40,11 @@ impl Batch {
         self.len == 0
     }
 
+    /// The network's buffers, in order.
+    pub fn into_chunks(self) -> Vec<Bytes> {
+        self.chunks
+    }
+
     /// Drops the first `*skip` bytes (already written before a resume restarted at 0).
     pub fn skip(&mut self, skip: &mut u64) {
         while *skip > 0 && !self.chunks.is_empty() {

@@ -1,14 +1,9 @@
 //! Engine tests against an in-process fake upstream (faults a real registry cannot produce on
 //! demand: slow bodies, cut connections, wrong bytes).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use ferry_oci::{Digest, Reference};
 use ferry_storage::fs::FsStore;
@@ -17,207 +12,11 @@ use http::StatusCode;
 
 use super::*;
 
+mod fake;
+mod links;
 mod revalidate;
 
-#[derive(Default)]
-struct Fake {
-    blobs: Mutex<HashMap<String, Bytes>>,
-    manifests: Mutex<HashMap<String, (Bytes, &'static str)>>,
-    hits: Mutex<HashMap<(String, String), usize>>,
-    /// Pause between 64 KiB chunks of blob bodies.
-    slow: Mutex<Duration>,
-    /// Cut blob bodies after this many bytes, this many times.
-    cut: Mutex<Option<(usize, usize)>>,
-    /// Serve corrupted blob bytes.
-    corrupt: Mutex<bool>,
-    /// Answer everything with this status.
-    down: Mutex<Option<StatusCode>>,
-    /// Wait this long before answering a manifest request.
-    manifest_delay: Mutex<Duration>,
-    ranges: AtomicUsize,
-}
-
-impl Fake {
-    fn hits(&self, method: &str, suffix: &str) -> usize {
-        let h = self.hits.lock().unwrap();
-        h.iter()
-            .filter(|((m, p), _)| m == method && p.ends_with(suffix))
-            .map(|(_, n)| n)
-            .sum()
-    }
-}
-
-async fn handle(State(f): State<Arc<Fake>>, req: Request) -> Response {
-    let (method, path) = (req.method().to_string(), req.uri().path().to_owned());
-    *f.hits
-        .lock()
-        .unwrap()
-        .entry((method.clone(), path.clone()))
-        .or_default() += 1;
-    if let Some(s) = *f.down.lock().unwrap() {
-        return (s, "down").into_response();
-    }
-    if let Some((_, d)) = path.split_once("/blobs/") {
-        let Some(data) = f.blobs.lock().unwrap().get(d).cloned() else {
-            return (
-                StatusCode::NOT_FOUND,
-                r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#,
-            )
-                .into_response();
-        };
-        let from = req
-            .headers()
-            .get("range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("bytes="))
-            .and_then(|v| v.trim_end_matches('-').parse::<usize>().ok());
-        return blob_response(&f, data, from, method == "HEAD");
-    }
-    if let Some((_, r)) = path.split_once("/manifests/") {
-        let delay = *f.manifest_delay.lock().unwrap();
-        tokio::time::sleep(delay).await;
-        let Some((bytes, mt)) = f.manifests.lock().unwrap().get(r).cloned() else {
-            return (
-                StatusCode::NOT_FOUND,
-                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
-            )
-                .into_response();
-        };
-        let digest = Digest::sha256_of(&bytes).to_string();
-        let hdrs = [
-            ("content-type", mt.to_string()),
-            ("docker-content-digest", digest),
-        ];
-        return if method == "HEAD" {
-            (hdrs, [("content-length", bytes.len().to_string())]).into_response()
-        } else {
-            (hdrs, bytes).into_response()
-        };
-    }
-    StatusCode::NOT_FOUND.into_response()
-}
-
-fn blob_response(f: &Fake, mut data: Bytes, from: Option<usize>, head: bool) -> Response {
-    let total = data.len();
-    if *f.corrupt.lock().unwrap() {
-        let mut v = data.to_vec();
-        v[0] ^= 0xff;
-        data = Bytes::from(v);
-    }
-    let start = from.unwrap_or(0);
-    if from.is_some() {
-        f.ranges.fetch_add(1, Ordering::SeqCst);
-    }
-    let body_len = total - start;
-    let (status, range_hdr) = match from {
-        Some(s) => (
-            StatusCode::PARTIAL_CONTENT,
-            Some(format!("bytes {s}-{}/{total}", total - 1)),
-        ),
-        None => (StatusCode::OK, None),
-    };
-    let mut resp = Response::builder()
-        .status(status)
-        .header("content-length", body_len);
-    if let Some(r) = range_hdr {
-        resp = resp.header("content-range", r);
-    }
-    if head {
-        return resp.body(Body::empty()).unwrap();
-    }
-    let slow = *f.slow.lock().unwrap();
-    let cut_at = {
-        let mut cut = f.cut.lock().unwrap();
-        match cut.as_mut() {
-            Some((at, times)) if *times > 0 => {
-                *times -= 1;
-                Some(*at)
-            }
-            _ => None,
-        }
-    };
-    let chunks: Vec<Bytes> = data
-        .slice(start..)
-        .chunks(64 * 1024)
-        .map(Bytes::copy_from_slice)
-        .collect();
-    let stream =
-        futures_util::stream::iter(chunks.into_iter().enumerate()).then(move |(i, c)| async move {
-            if !slow.is_zero() {
-                tokio::time::sleep(slow).await;
-            }
-            if cut_at.is_some_and(|at| (i + 1) * 64 * 1024 > at) {
-                return Err(std::io::Error::other("connection cut"));
-            }
-            Ok::<_, std::io::Error>(c)
-        });
-    resp.body(Body::from_stream(stream)).unwrap()
-}
-
-struct Env {
-    fake: Arc<Fake>,
-    mirror: Mirror,
-    _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-}
-
-async fn env_with(extra: &str) -> Env {
-    env_with_store(extra, |root| Arc::new(FsStore::open(root).unwrap())).await
-}
-
-async fn env_with_store(
-    extra: &str,
-    store: impl FnOnce(&std::path::Path) -> Arc<dyn BlobStore>,
-) -> Env {
-    let fake = Arc::new(Fake::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("cache");
-    let text = format!("upstreams:\n  docker.io:\n    url: http://127.0.0.1:{port}\n{extra}");
-    let config = Config::from_yaml(&text, Vec::new()).unwrap();
-    let mirror = Mirror::start(&config, store(&root), Arc::new(Metrics::new()))
-        .await
-        .unwrap();
-    Env {
-        fake,
-        mirror,
-        _dir: dir,
-        root,
-    }
-}
-
-fn add_blob(fake: &Fake, len: usize, seed: u8) -> (Digest, Bytes) {
-    let data: Bytes = (0..len)
-        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
-        .collect::<Vec<u8>>()
-        .into();
-    let d = Digest::sha256_of(&data);
-    fake.blobs
-        .lock()
-        .unwrap()
-        .insert(d.to_string(), data.clone());
-    (d, data)
-}
-
-async fn read_all(a: BlobAnswer) -> std::io::Result<Vec<u8>> {
-    let BlobBody::Stream(mut s) = a.body else {
-        panic!("redirect")
-    };
-    let mut out = Vec::new();
-    while let Some(c) = s.next().await {
-        out.extend_from_slice(&c?);
-    }
-    Ok(out)
-}
-
-fn spool_is_empty(root: &std::path::Path) -> bool {
-    ferry_storage::spool::partial_files(&root.join("_spool")).is_empty()
-}
+use fake::*;
 
 #[tokio::test]
 async fn fifty_concurrent_misses_cause_one_upstream_get() {
@@ -245,7 +44,14 @@ async fn fifty_concurrent_misses_cause_one_upstream_get() {
         1,
         "exactly one upstream GET"
     );
-    // Now cached: no further upstream request.
+    assert_eq!(
+        env.fake.hits("HEAD", &d.to_string()),
+        0,
+        "joining a download through the same repository needs no HEAD"
+    );
+    // Now cached (once the store has it: readers may get the last byte before the fsync, see
+    // fill::RELEASE_AFTER): no further upstream request.
+    assert!(env.mirror.settle_blob(&d).await);
     let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
     assert_eq!(a.outcome, Outcome::Hit);
     assert!(read_all(a).await.unwrap() == data);
@@ -281,7 +87,11 @@ async fn a_wrong_digest_is_never_cached() {
     let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
     let err = read_all(a).await.unwrap_err();
     assert!(err.to_string().contains("digest mismatch"), "{err}");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        ferry_storage::FillError::of_io(&err).map(|e| e.reason()),
+        Some("digest_mismatch")
+    );
+    assert!(!env.mirror.settle_blob(&d).await, "not cached");
     assert!(
         env.mirror.store().stat(&d).await.unwrap().is_none(),
         "nothing stored"
@@ -307,6 +117,7 @@ async fn a_cut_download_resumes_with_a_range_request() {
     let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
     assert!(read_all(a).await.unwrap() == data);
     assert_eq!(env.fake.ranges.load(Ordering::SeqCst), 2, "resumed twice");
+    assert!(env.mirror.settle_blob(&d).await);
     assert!(env.mirror.store().stat(&d).await.unwrap().is_some());
 }
 
@@ -322,7 +133,7 @@ async fn ranges_on_cold_and_cached_blobs() {
         .unwrap();
     assert_eq!(cold.range.unwrap().len(), 1000);
     assert_eq!(read_all(cold).await.unwrap(), &data[1000..2000]);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(env.mirror.settle_blob(&d).await);
     let warm = env
         .mirror
         .blob(&t, &d, Some("bytes=-10"), false)
@@ -350,23 +161,6 @@ async fn unknown_blobs_are_upstream_not_found() {
         ),
         "{err:?}"
     );
-}
-
-const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":1},"layers":[]}"#;
-
-fn add_manifest(fake: &Fake, tag: &str, body: &str) -> Digest {
-    let bytes = Bytes::from(body.to_owned());
-    let d = Digest::sha256_of(&bytes);
-    let mt = ferry_oci::manifest::OCI_MANIFEST;
-    fake.manifests
-        .lock()
-        .unwrap()
-        .insert(tag.to_owned(), (bytes.clone(), mt));
-    fake.manifests
-        .lock()
-        .unwrap()
-        .insert(d.to_string(), (bytes, mt));
-    d
 }
 
 #[tokio::test]
@@ -473,7 +267,7 @@ async fn the_blob_index_survives_a_restart() {
     read_all(env.mirror.blob(&t, &d, None, false).await.unwrap())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(env.mirror.settle_blob(&d).await);
     let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(&env.root).unwrap());
     let config = Config::from_yaml(
         "upstreams:\n  docker.io:\n    url: http://127.0.0.1:1\n",
@@ -586,4 +380,38 @@ async fn a_slow_store_releases_readers_early_and_settle_waits_for_it() {
     assert!(mirror.store().stat(&d).await.unwrap().is_some());
     // Nothing in flight any more: settling again is immediate.
     assert!(mirror.settle_blob(&d).await);
+}
+
+#[tokio::test]
+async fn shutdown_ends_downloads_in_flight_and_leaves_nothing_behind() {
+    let env = env_with("").await;
+    *env.fake.slow.lock().unwrap() = Duration::from_millis(200);
+    let (d, _) = add_blob(&env.fake, 64 * 64 * 1024, 9); // ~13 s upstream transfer
+    let t = env.mirror.resolve("org/app", None, None).unwrap();
+    let answer = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    assert_eq!(env.mirror.inflight(), 1);
+    let started = std::time::Instant::now();
+    env.mirror.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(env.mirror.inflight(), 0, "the download task ended");
+    assert!(env.mirror.tasks().is_empty(), "every tracked task ended");
+    assert!(read_all(answer).await.is_err(), "its reader is told");
+    // A metadata write of a cancelled task (the link migration) finishes on its blocking
+    // thread, by an atomic rename; only the download's spool file must be gone at once.
+    for _ in 0..50 {
+        if spool_is_empty(&env.root) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        spool_is_empty(&env.root),
+        "{:?}",
+        ferry_storage::spool::partial_files(&env.root.join("_spool"))
+    );
+    assert!(!env.mirror.index().contains(&d));
 }

@@ -107,6 +107,9 @@ struct Raw {
     layers: Option<Vec<Descriptor>>,
     #[serde(default)]
     fs_layers: Option<Vec<Schema1Layer>>,
+    /// Kept loose: a malformed `subject` must not make the manifest unreadable.
+    #[serde(default)]
+    subject: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +191,29 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Manifes
     })
 }
 
+/// Every digest a manifest or index names: child manifests, config, layers and `subject`
+/// (empty for bytes that are not a manifest). A repository holding the manifest holds these.
+pub fn references(bytes: &[u8]) -> Vec<Digest> {
+    let Ok(raw) = serde_json::from_slice::<Raw>(bytes) else {
+        return Vec::new();
+    };
+    let descriptors = raw
+        .manifests
+        .into_iter()
+        .flatten()
+        .chain(raw.config)
+        .chain(raw.layers.into_iter().flatten())
+        .chain(
+            raw.subject
+                .and_then(|v| serde_json::from_value::<Descriptor>(v).ok()),
+        );
+    let schema1 = raw.fs_layers.into_iter().flatten().map(|l| l.blob_sum);
+    let mut out: Vec<Digest> = descriptors.map(|d| d.digest).chain(schema1).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 impl Parsed {
     /// The media type.
     pub fn media_type(&self) -> &str {
@@ -258,6 +284,24 @@ mod tests {
         };
         assert_eq!(config.unwrap().digest.as_str(), D1);
         assert_eq!(layers.len(), 1);
+    }
+
+    #[test]
+    fn references_name_children_config_layers_and_subject() {
+        let d3 = D1.replace('1', "3");
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{D1}","size":1}},"layers":[{{"digest":"{D2}","size":2}},{{"digest":"{D2}","size":2}}],"subject":{{"digest":"{d3}","size":3}}}}"#
+        );
+        let got: Vec<String> = references(image.as_bytes())
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(got, [D1, D2, d3.as_str()]);
+        let index = format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{D2}","size":9}}]}}"#);
+        assert_eq!(references(index.as_bytes())[0].as_str(), D2);
+        let schema1 = format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{D1}"}}]}}"#);
+        assert_eq!(references(schema1.as_bytes())[0].as_str(), D1);
+        assert!(references(b"not json").is_empty());
     }
 
     #[test]

@@ -2,30 +2,28 @@
 //! status of its code (plus `Retry-After` for rate limits and `Content-Range` for bad ranges).
 
 use axum::response::{IntoResponse, Response};
-use ferry_mirror::{MirrorError, RouteError};
+use ferry_mirror::{FillError, MirrorError, RouteError, UpstreamError};
 use ferry_oci::errcode::{ErrorCode, OciError};
 use ferry_oci::reference::ReferenceError;
 use ferry_oci::route::RouteError as PathError;
-use ferry_upstream::UpstreamError;
 use http::{HeaderValue, StatusCode, header};
 
-/// An error answer: the OCI error plus optional extra headers.
+/// An error answer: the OCI error plus optional extra headers. Built only here, by the named
+/// constructors below and the `From` conversions of every error type the handlers meet.
 #[derive(Debug)]
 pub struct ApiError {
-    /// The OCI error.
-    pub error: OciError,
+    error: OciError,
     /// Status override (upstream failures answer 502/503 with an OCI code).
-    pub status: Option<StatusCode>,
-    /// Extra headers.
-    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    status: Option<StatusCode>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
     /// What went wrong inside (store URLs, buckets, keys, paths): logged with the request id,
     /// never sent to the client ([`ApiError::logged`]).
-    pub internal: Option<String>,
+    internal: Option<String>,
 }
 
 impl ApiError {
     /// An error with the status of its code.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             error: OciError::new(code, message),
             status: None,
@@ -54,6 +52,73 @@ impl ApiError {
             self.error.message = format!("{} (request id {request_id})", self.error.message);
         }
         self
+    }
+
+    /// A method other than GET and HEAD on the registry API.
+    pub fn read_only() -> Self {
+        ApiError::new(
+            ErrorCode::Unsupported,
+            "ferry is a read-only mirror: only GET and HEAD are served",
+        )
+    }
+
+    /// A blob upload.
+    pub fn push_refused() -> Self {
+        ApiError::new(
+            ErrorCode::Unsupported,
+            "ferry is a read-only mirror: pushes are not accepted",
+        )
+    }
+
+    /// `/v2/_catalog`.
+    pub fn no_catalog() -> Self {
+        ApiError::new(
+            ErrorCode::Unsupported,
+            "the catalog of a mirror is not served",
+        )
+    }
+
+    /// A path outside the registry API.
+    pub fn not_found() -> Self {
+        ApiError::new(
+            ErrorCode::NameUnknown,
+            "not found: ferry serves the registry API under /v2/",
+        )
+    }
+
+    /// A request head over `server.max_header_bytes` or with too many headers (431).
+    pub fn head_too_large(size: usize, headers: usize, limit: usize, max_headers: usize) -> Self {
+        let message = format!(
+            "request head is {size} bytes with {headers} headers; the limit is {limit} bytes and \
+             {max_headers} headers (server.max_header_bytes)"
+        );
+        ApiError::new(ErrorCode::Unsupported, message)
+            .with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+    }
+
+    /// The referrers API asked of an upstream that has none.
+    pub fn no_referrers_api(upstream: &str) -> Self {
+        ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!("upstream {upstream} has no referrers API"),
+        )
+    }
+
+    /// A response that could not be built (a value no header can carry): a bug, logged.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        let mut e = ApiError::new(ErrorCode::Unknown, "ferry could not build the answer");
+        e.internal = Some(detail.to_string());
+        e.with_status(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The OCI error code.
+    pub fn code(&self) -> ErrorCode {
+        self.error.code
+    }
+
+    /// The message the client sees.
+    pub fn message(&self) -> &str {
+        &self.error.message
     }
 
     /// A 400 with the `UNSUPPORTED` code: a request ferry cannot read as the protocol says.
@@ -178,6 +243,10 @@ impl From<MirrorError> for ApiError {
             MirrorError::Storage(m) => ApiError::storage(m),
             MirrorError::Range { size, message } => ApiError::new(ErrorCode::RangeInvalid, message)
                 .with_header(header::CONTENT_RANGE, format!("bytes */{size}")),
+            MirrorError::Fill {
+                error: FillError::Storage(detail),
+                ..
+            } => ApiError::storage(detail),
             e @ MirrorError::Fill { .. } => ApiError::new(ErrorCode::Unavailable, e.to_string())
                 .with_status(StatusCode::BAD_GATEWAY),
         }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod listen;
 pub mod observe;
 pub mod registry;
+pub mod respond;
 pub mod sendfile;
 pub mod timed_io;
 pub mod tls;
@@ -147,13 +148,12 @@ async fn head_limit(
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if size > app.max_header_bytes || headers.len() > MAX_HEADER_COUNT {
-        let message = format!(
-            "request head is {size} bytes with {} headers; the limit is {} bytes and {MAX_HEADER_COUNT} headers (server.max_header_bytes)",
+        let e = error::ApiError::head_too_large(
+            size,
             headers.len(),
-            app.max_header_bytes
+            app.max_header_bytes,
+            MAX_HEADER_COUNT,
         );
-        let mut e = error::ApiError::new(ferry_oci::ErrorCode::Unsupported, message);
-        e.status = Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         return e.into_response();
     }
     next.run(req).await
@@ -187,9 +187,5 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn not_found() -> Response {
-    error::ApiError::new(
-        ferry_oci::ErrorCode::NameUnknown,
-        "not found: ferry serves the registry API under /v2/",
-    )
-    .into_response()
+    error::ApiError::not_found().into_response()
 }

@@ -12,14 +12,14 @@ use ferry_access::{CacheOutcome, Grant, RequestInfo, TargetKind};
 use ferry_metrics::ReasonLabels;
 use ferry_mirror::{BlobBody, Outcome, Target};
 use ferry_oci::route::{self, Endpoint, Route};
-use ferry_oci::{Digest, ErrorCode, Reference};
+use ferry_oci::{Digest, Reference};
 use futures_util::StreamExt;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, header};
 
 use crate::error::ApiError;
 use crate::observe::RequestLog;
-use crate::{App, peer_ip, request_host};
+use crate::{App, peer_ip, request_host, respond};
 
 const API_VERSION: &str = "docker-distribution-api-version";
 
@@ -98,27 +98,16 @@ async fn dispatch(
 ) -> Result<Response, ApiError> {
     let method = req.method.clone();
     if method != Method::GET && method != Method::HEAD {
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            "ferry is a read-only mirror: only GET and HEAD are served",
-        ));
+        return Err(ApiError::read_only());
     }
     let (name, endpoint) = match parsed? {
         Route::Base => {
             let grant = admit(app, req, None, log).await?;
             drop(grant);
-            return Ok((
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                "{}",
-            )
-                .into_response());
+            return Ok(respond::json("{}".into(), None));
         }
         Route::Catalog => {
-            return Err(ApiError::new(
-                ErrorCode::Unsupported,
-                "the catalog of a mirror is not served",
-            ));
+            return Err(ApiError::no_catalog());
         }
         Route::Repo { name, endpoint } => (name, endpoint),
     };
@@ -134,10 +123,7 @@ async fn dispatch(
         Endpoint::TagsList => TargetKind::Tags,
         Endpoint::Referrers(_) => TargetKind::Referrers,
         Endpoint::BlobUpload => {
-            return Err(ApiError::new(
-                ErrorCode::Unsupported,
-                "ferry is a read-only mirror: pushes are not accepted",
-            ));
+            return Err(ApiError::push_refused());
         }
     };
     let access_target = ferry_access::Target {
@@ -228,35 +214,14 @@ async fn manifest(
         )));
         Body::from_stream(grant.meter(once, cache_outcome(a.outcome)))
     };
-    let resp = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, &m.media_type)
-        .header(header::CONTENT_LENGTH, m.bytes.len())
-        .header("docker-content-digest", m.digest.as_str())
-        .header(header::ETAG, format!("\"{}\"", m.digest));
+    let mut resp = respond::manifest(&m.media_type, m.bytes.len(), &m.digest, body);
     // cache.keep_deleted: say that the upstream no longer has it, and until when ferry serves it.
-    let resp = match &a.deleted_upstream {
-        Some(d) => resp.header("ferry-deleted-upstream", d.header_value()),
-        None => resp,
-    };
-    let resp = resp
-        .body(body)
-        .map_err(|e| ApiError::new(ErrorCode::Unknown, e.to_string()))?;
+    if let Some(d) = &a.deleted_upstream
+        && let Ok(v) = HeaderValue::from_str(&d.header_value())
+    {
+        resp.headers_mut().insert("ferry-deleted-upstream", v);
+    }
     Ok(resp)
-}
-
-fn blob_headers(d: &Digest) -> [(header::HeaderName, HeaderValue); 3] {
-    [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        ),
-        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
-        (
-            header::HeaderName::from_static("docker-content-digest"),
-            HeaderValue::from_str(d.as_str()).expect("digest is a header value"),
-        ),
-    ]
 }
 
 async fn blob_head(
@@ -267,10 +232,7 @@ async fn blob_head(
 ) -> Result<Response, ApiError> {
     let (size, outcome) = app.mirror.blob_head(t, d).await?;
     log.outcome = Some(outcome);
-    let mut resp = (StatusCode::OK, blob_headers(d)).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    Ok(resp)
+    Ok(respond::blob(d, size, None, Body::empty()))
 }
 
 async fn blob(
@@ -295,26 +257,16 @@ async fn blob(
         .await
         .map_err(|e| refused(app, e))?;
     let stream = match a.body {
-        BlobBody::Redirect(url) => {
-            return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
-        }
+        BlobBody::Redirect(url) => return Ok(respond::redirect(&url)),
         BlobBody::Stream(s) => s,
     };
-    let (status, len) = match a.range {
-        Some(r) => (StatusCode::PARTIAL_CONTENT, r.len()),
-        None => (StatusCode::OK, a.size),
-    };
     let metered = grant.meter(stream, cache_outcome(a.outcome)).boxed();
-    let mut resp = (status, blob_headers(d), Body::from_stream(metered)).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Some(r) = a.range {
-        h.insert(
-            header::CONTENT_RANGE,
-            HeaderValue::from_str(&r.content_range(a.size)).expect("valid header"),
-        );
-    }
-    Ok(resp)
+    Ok(respond::blob(
+        d,
+        a.size,
+        a.range,
+        Body::from_stream(metered),
+    ))
 }
 
 async fn tags(
@@ -324,21 +276,17 @@ async fn tags(
     q: &Query,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
-    let (mut all, outcome) = app.mirror.tags(t).await?;
-    log.outcome = Some(outcome);
-    all.sort();
-    all.dedup();
     let n = match q.n.as_deref().map(str::parse::<usize>) {
         None => None,
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => {
-            return Err(ApiError::new(
-                ErrorCode::Unsupported,
-                "query parameter n must be a number",
-            )
-            .with_bad_request());
+            return Err(ApiError::bad_request("query parameter n must be a number"));
         }
     };
+    let (mut all, outcome) = app.mirror.tags(t).await?;
+    log.outcome = Some(outcome);
+    all.sort();
+    all.dedup();
     let start = q
         .last
         .as_ref()
@@ -346,25 +294,19 @@ async fn tags(
     let end = n.map_or(all.len(), |n| (start + n).min(all.len()));
     let page = &all[start..end];
     let body = serde_json::json!({ "name": name, "tags": page }).to_string();
-    let mut resp = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response();
-    if let (Some(n), Some(last)) = (n, page.last())
-        && end < all.len()
-    {
-        let ns =
-            q.ns.as_ref()
-                .map(|ns| format!("&ns={ns}"))
-                .unwrap_or_default();
-        let link = format!("</v2/{name}/tags/list?n={n}&last={last}{ns}>; rel=\"next\"");
-        if let Ok(v) = HeaderValue::from_str(&link) {
-            resp.headers_mut().insert(header::LINK, v);
+    let link = match (n, page.last()) {
+        (Some(n), Some(last)) if end < all.len() => {
+            let ns =
+                q.ns.as_ref()
+                    .map(|ns| format!("&ns={ns}"))
+                    .unwrap_or_default();
+            Some(format!(
+                "</v2/{name}/tags/list?n={n}&last={last}{ns}>; rel=\"next\""
+            ))
         }
-    }
-    Ok(resp)
+        _ => None,
+    };
+    Ok(respond::json(body, link))
 }
 
 async fn referrers(
@@ -380,34 +322,17 @@ async fn referrers(
         .referrers(t, d, q.artifact_type.as_deref())
         .await?;
     let Some(a) = answer else {
-        return Err(ApiError::new(
-            ErrorCode::ManifestUnknown,
-            format!("upstream {} has no referrers API", t.name),
-        ));
+        return Err(ApiError::no_referrers_api(&t.name));
     };
     log.outcome = Some(a.outcome);
-    let mut resp = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, a.content_type)],
-        if head {
-            Body::empty()
-        } else {
-            Body::from(a.body)
-        },
-    )
-        .into_response();
-    if q.artifact_type.is_some() {
-        resp.headers_mut().insert(
-            "oci-filters-applied",
-            HeaderValue::from_static("artifactType"),
-        );
-    }
-    Ok(resp)
-}
-
-impl ApiError {
-    fn with_bad_request(mut self) -> Self {
-        self.status = Some(StatusCode::BAD_REQUEST);
-        self
-    }
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(a.body)
+    };
+    Ok(respond::referrers(
+        &a.content_type,
+        q.artifact_type.is_some(),
+        body,
+    ))
 }

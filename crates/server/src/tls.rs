@@ -68,6 +68,7 @@ pub fn acceptor(
     cert: PathBuf,
     key: PathBuf,
     stop: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
 ) -> Result<Acceptor, TlsError> {
     let resolver = Arc::new(Resolver(ArcSwap::from_pointee(load(&cert, &key)?)));
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -76,7 +77,7 @@ pub fn acceptor(
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    tokio::spawn(watch(cert, key, resolver, stop));
+    tasks.spawn(watch(cert, key, resolver, stop));
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     Ok(Arc::new(move |stream| {
         let tls = tls.clone();

@@ -21,6 +21,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::watch;
 
 use crate::ByteStream;
+use crate::fill_error::FillError;
 use crate::mapped::{FileMaps, WINDOW};
 
 /// Bytes read per chunk.
@@ -34,7 +35,7 @@ pub enum Progress {
     /// The file is complete and verified.
     Done,
     /// The download failed; readers must stop with this error.
-    Failed(Arc<str>),
+    Failed(FillError),
 }
 
 /// A chunked reader over `[offset, offset + len)` of a file.
@@ -153,13 +154,13 @@ impl ChunkReader {
             let state = rx.borrow_and_update().clone();
             match state {
                 Progress::Done => return Ok(self.end),
-                Progress::Failed(msg) => return Err(io::Error::other(msg.to_string())),
+                Progress::Failed(e) => return Err(e.into_io()),
                 Progress::Growing(n) if n.min(limit) > self.pos => return Ok(n.min(limit)),
                 Progress::Growing(_) => {}
             }
             if rx.changed().await.is_err() {
                 // The writer is gone without saying Done: treat as failure.
-                return Err(io::Error::other("download ended without completing"));
+                return Err(FillError::Abandoned.into_io());
             }
         }
     }
@@ -259,6 +260,12 @@ mod tests {
         }
     }
 
+    fn mismatch() -> FillError {
+        FillError::DigestMismatch {
+            got: "sha256:00".into(),
+        }
+    }
+
     #[tokio::test]
     async fn reports_failure_to_followers() {
         let path = tempfile::NamedTempFile::new().unwrap();
@@ -267,9 +274,9 @@ mod tests {
         let reader = tokio::spawn(collect(
             ChunkReader::growing(r, 0, 10, rx, true).into_stream(),
         ));
-        tx.send(Progress::Failed("digest mismatch".into())).unwrap();
+        tx.send(Progress::Failed(mismatch())).unwrap();
         let err = reader.await.unwrap().unwrap_err();
-        assert!(err.to_string().contains("digest mismatch"));
+        assert_eq!(FillError::of_io(&err), Some(&mismatch()));
         let path2 = tempfile::NamedTempFile::new().unwrap();
         let r2 = Arc::new(File::open(path2.path()).unwrap());
         let (tx2, rx2) = watch::channel(Progress::Growing(0));
@@ -303,7 +310,7 @@ mod tests {
         );
         let pending = tokio::time::timeout(std::time::Duration::from_millis(50), s.next()).await;
         assert!(pending.is_err(), "the last byte is held until Done");
-        tx.send(Progress::Failed("digest mismatch".into())).unwrap();
+        tx.send(Progress::Failed(mismatch())).unwrap();
         assert!(
             s.next().await.unwrap().is_err(),
             "a failed download never completes the body"

@@ -3,7 +3,8 @@
 //! Durability rule: a file becomes visible under its final name only by `rename` from a fully
 //! written and fsync'ed temporary file in the same file system, followed by an fsync of the
 //! directory. Blob files are never modified in place, only unlinked, so readers holding an
-//! open handle are never disturbed by eviction.
+//! open handle are never disturbed by eviction. The one exception is links
+//! ([`BlobStore::put_links`]): empty marker files, created in place.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -223,15 +224,45 @@ impl BlobStore for FsStore {
 
     async fn list_meta(&self, prefix: &str) -> Result<Vec<String>> {
         let base = paths::meta_dir(&self.root);
+        // Walk only the directory the prefix names (not every tag and link of the cache).
+        let start = match prefix.rfind('/') {
+            Some(i) => self.meta_path(&prefix[..i])?,
+            None => base.clone(),
+        };
         let prefix = prefix.to_owned();
         blocking(move || {
             let mut out = Vec::new();
-            walk_files(&base, &base, &mut out)?;
+            walk_files(&base, &start, &mut out)?;
             out.retain(|k: &String| k.starts_with(&prefix));
             out.sort();
             Ok(out)
         })
         .await
+    }
+
+    async fn put_links(&self, upstream: &str, repository: &str, digests: &[Digest]) -> Result<()> {
+        let paths = digests
+            .iter()
+            .map(|d| self.meta_path(&paths::link_key(upstream, repository, d)))
+            .collect::<Result<Vec<PathBuf>>>()?;
+        // Empty marker files, created in place without fsync: an empty file cannot be corrupt,
+        // and one lost in a crash only costs an upstream HEAD to confirm the link again.
+        blocking(move || {
+            for p in paths {
+                if p.exists() {
+                    continue;
+                }
+                std::fs::create_dir_all(p.parent().expect("link has a parent"))?;
+                File::create(&p)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn has_link(&self, upstream: &str, repository: &str, digest: &Digest) -> Result<bool> {
+        let path = self.meta_path(&paths::link_key(upstream, repository, digest))?;
+        Ok(not_found_as_none(tokio::fs::metadata(&path).await)?.is_some())
     }
 
     fn spool_dir(&self) -> PathBuf {

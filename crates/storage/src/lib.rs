@@ -1,8 +1,9 @@
 //! # ferry-storage: where cached content lives
 //!
 //! Content is addressed by digest and immutable; the only mutable records are small metadata
-//! documents (tag answers, manifest media types). One trait, [`BlobStore`], covers both, so a
-//! backend is a handful of methods:
+//! documents (tag answers, manifest media types, and the *links* that say which upstream
+//! repository holds which digest). One trait, [`BlobStore`], covers both, so a backend is a
+//! handful of methods:
 //!
 //! - [`fs::FsStore`]: local disk, the default (layout in [`paths`]);
 //! - `object::ObjectStore` (feature `s3`): an S3-compatible object store through OpenDAL,
@@ -19,6 +20,7 @@
 
 pub mod chunks;
 pub mod claim;
+pub mod fill_error;
 pub mod fs;
 pub mod mapped;
 #[cfg(feature = "s3")]
@@ -39,6 +41,7 @@ use futures_util::stream::BoxStream;
 
 pub use chunks::{ChunkReader, Progress};
 pub use claim::{FillClaim, FillLease};
+pub use fill_error::FillError;
 pub use mapped::FileMaps;
 
 /// A storage failure.
@@ -147,6 +150,34 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Keys of metadata documents under `prefix`.
     async fn list_meta(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Records that `repository` on `upstream` holds each of `digests` (idempotent). Content
+    /// is stored once per digest; these *links* say under which names it may be served.
+    /// Backends may make a link less durable than content: losing one only costs an upstream
+    /// `HEAD` to confirm it again.
+    async fn put_links(&self, upstream: &str, repository: &str, digests: &[Digest]) -> Result<()> {
+        for d in digests {
+            let key = paths::link_key(upstream, repository, d);
+            self.put_meta(&key, Bytes::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a link says that `repository` on `upstream` holds `digest`.
+    async fn has_link(&self, upstream: &str, repository: &str, digest: &Digest) -> Result<bool> {
+        let key = paths::link_key(upstream, repository, digest);
+        Ok(self.get_meta(&key).await?.is_some())
+    }
+
+    /// Every digest linked to `repository` on `upstream`, sorted.
+    async fn list_links(&self, upstream: &str, repository: &str) -> Result<Vec<Digest>> {
+        let keys = self
+            .list_meta(&paths::links_prefix(upstream, repository))
+            .await?;
+        let mut out: Vec<Digest> = keys.iter().filter_map(|k| paths::link_digest(k)).collect();
+        out.sort();
+        Ok(out)
+    }
 
     /// Directory for spool files of in-progress downloads (local disk).
     fn spool_dir(&self) -> PathBuf;

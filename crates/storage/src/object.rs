@@ -36,6 +36,9 @@ use opendal::{ErrorKind, Operator};
 use crate::spool::Spool;
 use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, FillClaim, Result, StorageError};
 
+/// Link markers written at once (the links of one manifest's blobs).
+const LINK_WRITES: usize = 16;
+
 /// How to reach an S3-compatible bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Options {
@@ -338,6 +341,24 @@ impl BlobStore for ObjectStore {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    async fn put_links(&self, upstream: &str, repository: &str, digests: &[Digest]) -> Result<()> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let keys = digests
+            .iter()
+            .map(|d| keys::meta(&crate::paths::link_key(upstream, repository, d)))
+            .collect::<Result<Vec<String>>>()?;
+        futures_util::stream::iter(keys)
+            .map(|k| async move { self.write_key(&k, Bytes::new()).await })
+            .buffer_unordered(LINK_WRITES)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn has_link(&self, upstream: &str, repository: &str, digest: &Digest) -> Result<bool> {
+        let key = keys::meta(&crate::paths::link_key(upstream, repository, digest))?;
+        Ok(self.exists(&key).await?.is_some())
     }
 
     fn spool_dir(&self) -> PathBuf {

@@ -5,13 +5,18 @@
 //! <root>/meta/<key>                                          metadata documents (JSON), e.g.
 //!     meta/manifests/<algorithm>/<hex>                       media type of a manifest
 //!     meta/tags/<upstream>/<repository>/_tags/<tag>          tag -> digest answer + fetch time
+//!     meta/links/<upstream>/<repository>/_links/<alg>/<hex>  empty: that repository has the digest
 //! <root>/_spool/<id>/<random>.part                           downloads in progress, one directory per
 //! <root>/_spool/<id>.lock                                   process (its lock held while it runs;
 //!                                                           unlocked ones are removed at start)
 //! ```
 //!
-//! Repository components always begin with a letter or digit, so the `_tags` directory can
-//! never collide with a repository name, and validated names cannot hold `..`.
+//! Repository components always begin with a letter or digit, so the `_tags` and `_links`
+//! directories can never collide with a repository name, and validated names cannot hold `..`.
+//!
+//! Content is stored once per digest, whatever upstream or repository it came through; a *link*
+//! (`meta/links/...`) records that one repository of one upstream is known to hold a digest, so
+//! the content may be served under that name (see [`crate::BlobStore::put_links`]).
 
 use std::path::{Path, PathBuf};
 
@@ -49,4 +54,26 @@ pub fn tag_key(upstream: &str, repository: &str, tag: &str) -> String {
 /// Metadata key prefix of all tags of one upstream repository.
 pub fn tags_prefix(upstream: &str, repository: &str) -> String {
     format!("tags/{upstream}/{repository}/_tags/")
+}
+
+/// Metadata key of a link: `repository` on `upstream` holds `digest`.
+pub fn link_key(upstream: &str, repository: &str, digest: &Digest) -> String {
+    format!(
+        "{}{}/{}",
+        links_prefix(upstream, repository),
+        digest.algorithm().as_str(),
+        digest.hex()
+    )
+}
+
+/// Metadata key prefix of all links of one upstream repository.
+pub fn links_prefix(upstream: &str, repository: &str) -> String {
+    format!("links/{upstream}/{repository}/_links/")
+}
+
+/// The digest a link key (below [`links_prefix`]) names.
+pub fn link_digest(key: &str) -> Option<Digest> {
+    let (_, tail) = key.rsplit_once("/_links/")?;
+    let (algorithm, hex) = tail.split_once('/')?;
+    Digest::parse(&format!("{algorithm}:{hex}")).ok()
 }

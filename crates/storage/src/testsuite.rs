@@ -18,6 +18,7 @@ pub async fn run_all(store: &dyn BlobStore) {
     ranges(store).await;
     list_touch_delete(store).await;
     metadata(store).await;
+    links(store).await;
     store.check_writable().await.expect("store is writable");
 }
 
@@ -152,4 +153,58 @@ async fn metadata(store: &dyn BlobStore) {
             "{bad} accepted"
         );
     }
+}
+
+/// Links are per upstream and per repository, idempotent, listable, and independent of the
+/// content (a link may name a digest that is not stored, and deleting content keeps it).
+async fn links(store: &dyn BlobStore) {
+    let (a, data) = blob(5, 10);
+    let (b, _) = blob(6, 10);
+    let (up, repo) = ("127.0.0.1:5001", "org/app");
+    assert!(!store.has_link(up, repo, &a).await.unwrap());
+    assert!(store.list_links(up, repo).await.unwrap().is_empty());
+    store.put_verified(&a, data).await.unwrap();
+    store
+        .put_links(up, repo, &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    store
+        .put_links(up, repo, std::slice::from_ref(&a))
+        .await
+        .expect("linking again is harmless");
+    assert!(store.has_link(up, repo, &a).await.unwrap());
+    assert!(
+        store.has_link(up, repo, &b).await.unwrap(),
+        "b is not stored"
+    );
+    for (other_up, other_repo) in [
+        (up, "org"),
+        (up, "org/app/sub"),
+        (up, "org/ap"),
+        ("ghcr.io", repo),
+    ] {
+        assert!(
+            !store.has_link(other_up, other_repo, &a).await.unwrap(),
+            "{other_up}/{other_repo} has no link"
+        );
+    }
+    store
+        .put_links(up, "org/app/sub", std::slice::from_ref(&b))
+        .await
+        .unwrap();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(store.list_links(up, repo).await.unwrap(), want);
+    store.put_links(up, repo, &[]).await.unwrap();
+    store.delete(&a).await.unwrap();
+    assert!(
+        store.has_link(up, repo, &a).await.unwrap(),
+        "evicting content keeps what is known about the repository"
+    );
+    assert!(
+        store
+            .put_links("..", repo, std::slice::from_ref(&a))
+            .await
+            .is_err()
+    );
 }

@@ -268,6 +268,24 @@ impl BlobStore for TieredStore {
         self.inner.remote.list_meta(prefix).await
     }
 
+    async fn put_links(&self, upstream: &str, repository: &str, digests: &[Digest]) -> Result<()> {
+        self.inner
+            .remote
+            .put_links(upstream, repository, digests)
+            .await
+    }
+
+    async fn has_link(&self, upstream: &str, repository: &str, digest: &Digest) -> Result<bool> {
+        self.inner
+            .remote
+            .has_link(upstream, repository, digest)
+            .await
+    }
+
+    async fn list_links(&self, upstream: &str, repository: &str) -> Result<Vec<Digest>> {
+        self.inner.remote.list_links(upstream, repository).await
+    }
+
     fn spool_dir(&self) -> PathBuf {
         self.inner.local.spool_dir()
     }

@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ferry_mirror::{BlobBody, Mirror, Outcome, Target};
+use ferry_mirror::FillError;
+use ferry_mirror::{BlobBody, Mirror, Target};
 use ferry_oci::manifest::Descriptor;
 use ferry_oci::{Digest, Reference};
 use futures_util::StreamExt;
@@ -76,7 +77,7 @@ impl Transfer for CacheTransfer {
             .mirror
             .blob(&self.target, &blob.digest, None, false)
             .await?;
-        if answer.outcome == Outcome::Hit {
+        if answer.outcome.is_hit() {
             return Ok(BlobOutcome::Present);
         }
         let BlobBody::Stream(mut stream) = answer.body else {
@@ -155,12 +156,10 @@ pub(crate) fn none_or(e: SyncError) -> Result<(), SyncError> {
     }
 }
 
-/// A download that failed while we followed it: the fill's own error text says why.
+/// A download that failed while we followed it: the fill's own error says why.
 fn fill_error(d: &Digest, e: std::io::Error) -> SyncError {
-    let message = e.to_string();
-    if message.contains("digest mismatch") {
-        SyncError::DigestMismatch(message)
-    } else {
-        SyncError::Transient(format!("download of {d} failed: {message}"))
+    match FillError::of_io(&e) {
+        Some(FillError::DigestMismatch { .. }) => SyncError::DigestMismatch(e.to_string()),
+        _ => SyncError::Transient(format!("download of {d} failed: {e}")),
     }
 }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use ferry_mirror::FillError;
 use ferry_mirror::{MirrorError, RouteError};
 use ferry_upstream::UpstreamError;
 
@@ -138,9 +139,10 @@ impl From<MirrorError> for SyncError {
             MirrorError::Route(r) => SyncError::Usage(r.to_string()),
             MirrorError::Storage(m) => SyncError::Storage(m),
             MirrorError::Range { .. } => SyncError::Invalid(e.to_string()),
-            MirrorError::Fill { ref message, .. } if message.contains("digest mismatch") => {
-                SyncError::DigestMismatch(e.to_string())
-            }
+            MirrorError::Fill {
+                error: FillError::DigestMismatch { .. },
+                ..
+            } => SyncError::DigestMismatch(e.to_string()),
             MirrorError::Fill { .. } => SyncError::Transient(e.to_string()),
         }
     }
@@ -176,7 +178,9 @@ mod tests {
         assert!(s5.is_retryable());
         let fill: SyncError = MirrorError::Fill {
             digest: "sha256:x".into(),
-            message: "digest mismatch: upstream content hashes to sha256:y".into(),
+            error: FillError::DigestMismatch {
+                got: "sha256:y".into(),
+            },
         }
         .into();
         assert_eq!(fill.reason(), "digest mismatch");

@@ -16,10 +16,13 @@
 //! - [`copy`]: the [`walk::Transfer`] from one registry to another (`ferry copy`), over
 //!   [`remote`] clients with [`creds`] from flags or the Docker config file.
 //!
+//! Offline: [`archive`] (`ferry export` / `ferry import`: OCI-layout and docker-save tars).
+//!
 //! Running: [`run::sync`] (one run over a list), [`schedule`] (the periodic run inside
 //! `ferry serve`). Progress goes to a [`progress::Reporter`]; the CLI draws it, this crate has
 //! no display dependency. [`summary`] is the end-of-run table; [`error`] names failures.
 
+pub mod archive;
 pub mod cache;
 pub mod copy;
 pub mod creds;

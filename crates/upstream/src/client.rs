@@ -1,6 +1,7 @@
 //! The request loop of one upstream: endpoints in order (mirrors, then the registry itself),
-//! accounts round-robin with 429 back-off, the 401 challenge answered once per attempt, and
-//! redirects followed by hand so that no `Authorization` header ever leaves for another host.
+//! (source address, account) pairs round-robin with 429 back-off, the 401 challenge answered
+//! once per attempt, and redirects followed by hand so that no `Authorization` header ever
+//! leaves for another host (and only where [`crate::redirect`] allows).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,10 +13,12 @@ use futures_util::StreamExt;
 use http::{Method, StatusCode, header};
 use reqwest::Response;
 
-use crate::accounts::AccountPool;
+use crate::accounts::{AccountPool, Slot};
 use crate::challenge::{self, Challenge};
 use crate::endpoint::Endpoint;
 use crate::error::{UpstreamError, parse_oci_error, retry_after};
+use crate::redirect::RedirectPolicy;
+use crate::sources::Source;
 use crate::token::{Token, TokenCache, TokenResponse};
 
 /// Requests other than blob downloads must finish within this time.
@@ -39,8 +42,21 @@ pub struct Op<'a> {
     pub accept: Option<&'static str>,
     /// `Range: bytes=<n>-` for resumed blob downloads.
     pub range_from: Option<u64>,
+    /// Last byte (inclusive) of the range, for segmented downloads: `Range: bytes=<n>-<m>`.
+    pub range_to: Option<u64>,
     /// Whole-request timeout (None for blob bodies).
     pub timeout: Option<Duration>,
+}
+
+impl Op<'_> {
+    /// The `Range` header value, if the operation asks for part of a blob.
+    fn range_header(&self) -> Option<String> {
+        match (self.range_from.unwrap_or(0), self.range_to) {
+            (from, Some(to)) => Some(format!("bytes={from}-{to}")),
+            (0, None) => None,
+            (from, None) => Some(format!("bytes={from}-")),
+        }
+    }
 }
 
 /// Everything one upstream needs to make requests.
@@ -49,9 +65,12 @@ pub struct Client {
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) http: reqwest::Client,
     pub(crate) accounts: AccountPool,
+    /// Source addresses (one client each); never empty.
+    pub(crate) sources: Vec<Source>,
     pub(crate) challenges: Vec<Mutex<Option<Challenge>>>,
     pub(crate) tokens: TokenCache,
     pub(crate) realm_hosts: Vec<String>,
+    pub(crate) redirects: RedirectPolicy,
     pub(crate) metrics: Arc<Metrics>,
     /// Token scope actions: `pull`, or `pull,push` for a push destination.
     pub(crate) actions: &'static str,
@@ -75,16 +94,17 @@ impl Client {
 
     async fn send_to(&self, ep: usize, op: &Op<'_>) -> Result<Response, UpstreamError> {
         let mut tried = Vec::new();
-        let mut account = self
+        let mut slot = self
             .accounts
             .pick(&tried)
             .ok_or_else(|| self.rate_limited(self.accounts.soonest_available()))?;
         let mut challenged = false;
         loop {
-            let auth = self.auth_header(ep, account, op.repo).await?;
-            let resp = self.execute(ep, op, auth).await?;
-            self.note_rate_limit(account, resp.headers());
+            let auth = self.auth_header(ep, slot.account, op.repo).await?;
+            let resp = self.execute(ep, op, auth, slot.source).await?;
+            self.note_rate_limit(slot, resp.headers());
             let status = resp.status();
+            self.observe_budget(slot, status, resp.headers());
             if status.is_success() {
                 return Ok(resp);
             }
@@ -93,17 +113,21 @@ impl Client {
             }
             if status == StatusCode::UNAUTHORIZED && !challenged {
                 challenged = true;
-                self.learn_challenge(ep, account, op.repo, &resp).await?;
+                self.learn_challenge(ep, slot.account, op.repo, &resp)
+                    .await?;
                 continue;
             }
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let wait = retry_after(resp.headers());
-                self.accounts.rest(account, wait);
-                tried.push(account);
-                tracing::warn!(upstream = %self.name, account, ?wait, "upstream rate-limited this account");
+                self.rest(
+                    slot,
+                    wait,
+                    "upstream rate-limited this address and account (429)",
+                );
+                tried.push(slot);
                 match self.accounts.pick(&tried) {
                     Some(next) => {
-                        account = next;
+                        slot = next;
                         challenged = false;
                         continue;
                     }
@@ -116,19 +140,48 @@ impl Client {
         }
     }
 
+    /// Rests a (source address, account) pair, logging the address and updating its gauge.
+    fn rest(&self, slot: Slot, wait: Option<Duration>, why: &str) {
+        self.accounts.rest(slot, wait);
+        let address = self.sources[slot.source].label();
+        let resting = self.accounts.resting_on(slot.source);
+        self.metrics
+            .source_resting(&self.name, &address, resting as i64);
+        tracing::warn!(upstream = %self.name, address = %address, account = slot.account, ?wait, "{why}; it rests");
+    }
+
+    /// Counts a response per source address and updates its resting gauge. A pair whose
+    /// `ratelimit-remaining` runs low is not rested outright: the ledger (already told by
+    /// [`Client::note_rate_limit`]) moves requests to pairs with requests to spare, leaves
+    /// its last requests to interactive pulls, and skips it when none is left; the gauge
+    /// counts it as resting meanwhile.
+    fn observe_budget(&self, slot: Slot, status: StatusCode, headers: &http::HeaderMap) {
+        let address = self.sources[slot.source].label();
+        self.metrics
+            .source_request(&self.name, &address, status.as_u16());
+        if status != StatusCode::TOO_MANY_REQUESTS
+            && let Some(window) = crate::sources::rest_for_low_budget(headers)
+        {
+            tracing::info!(upstream = %self.name, address = %address, account = slot.account, ?window, "ratelimit-remaining is low for this address and account; it rests but for interactive pulls with no other pair left");
+        }
+        let resting = self.accounts.resting_on(slot.source) as i64;
+        self.metrics.source_resting(&self.name, &address, resting);
+    }
+
     async fn execute(
         &self,
         ep: usize,
         op: &Op<'_>,
         auth: Option<String>,
+        source: usize,
     ) -> Result<Response, UpstreamError> {
         let url = self.endpoints[ep].url(&op.tail);
-        let mut req = self.http.request(op.method.clone(), &url);
+        let mut req = self.sources[source].http.request(op.method.clone(), &url);
         if let Some(a) = op.accept {
             req = req.header(header::ACCEPT, a);
         }
-        if let Some(from) = op.range_from.filter(|&n| n > 0) {
-            req = req.header(header::RANGE, format!("bytes={from}-"));
+        if let Some(range) = op.range_header() {
+            req = req.header(header::RANGE, range);
         }
         if let Some(t) = op.timeout {
             req = req.timeout(t);
@@ -153,8 +206,10 @@ impl Client {
         result.map_err(|e| self.unreachable(&e))
     }
 
-    /// Follows a redirect chain without credentials (blob downloads from a CDN or bucket).
+    /// Follows a redirect chain without credentials (blob downloads from a CDN or bucket),
+    /// where [`RedirectPolicy`] allows it.
     async fn follow(&self, mut resp: Response, op: &Op<'_>) -> Result<Response, UpstreamError> {
+        let origin = resp.url().clone();
         for _ in 0..MAX_REDIRECTS {
             let location = resp
                 .headers()
@@ -167,6 +222,10 @@ impl Client {
                 .map_err(|e| self.invalid(&format!("bad redirect Location {location:?}: {e}")))?;
             if !matches!(target.scheme(), "http" | "https") {
                 return Err(self.invalid("redirect to a non-HTTP URL"));
+            }
+            if let Err(why) = self.redirects.check(op.kind, &origin, &target) {
+                tracing::warn!(upstream = %self.name, kind = op.kind, target = %target.host_str().unwrap_or_default(), "refused a redirect to another host");
+                return Err(self.invalid(&why));
             }
             let mut req = self.http.request(op.method.clone(), target);
             if let Some(from) = op.range_from.filter(|&n| n > 0) {

@@ -8,9 +8,11 @@
 //! - [`challenge`] + [`token`]: the `WWW-Authenticate: Bearer` token flow (tokens cached until
 //!   they expire, one fetch for concurrent requests) and Basic auth;
 //! - [`accounts`]: several accounts per upstream, round-robin, resting one that gets 429;
-//! - [`ratelimit`]: the ledger of `ratelimit-*` headers per account, and [`priority`]:
+//! - [`ratelimit`]: the ledger of `ratelimit-*` headers per (address, account) pair, and [`priority`]:
 //!   background work leaves each account's last requests to interactive pulls;
+//! - [`sources`]: several local source addresses, one connection pool each;
 //! - [`client`]: the request loop, and redirects followed without credentials;
+//! - [`redirect`]: which redirects may be followed (only blob downloads leave the host);
 //! - [`error`]: failures classified for the cache (not found vs. transient).
 
 pub mod accounts;
@@ -21,6 +23,8 @@ pub mod error;
 pub mod priority;
 pub mod push;
 pub mod ratelimit;
+pub mod redirect;
+pub mod sources;
 pub mod token;
 
 use std::collections::HashMap;
@@ -41,6 +45,7 @@ use crate::client::{Client, Op, SHORT_TIMEOUT};
 use crate::endpoint::Endpoint;
 pub use crate::error::UpstreamError;
 pub use crate::priority::Priority;
+use crate::sources::Source;
 
 /// The largest manifest accepted (the distribution spec's recommended limit).
 pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
@@ -78,11 +83,14 @@ pub struct BlobDownload {
     pub offset: u64,
     /// The bytes.
     pub stream: BoxStream<'static, std::io::Result<Bytes>>,
+    /// Whether `stream` holds only the range asked for, which ends before the blob does.
+    pub partial: bool,
 }
 
 /// One upstream registry.
 pub struct Upstream {
     client: Client,
+    segments: ferry_config::SegmentsConfig,
 }
 
 impl Upstream {
@@ -101,21 +109,30 @@ impl Upstream {
         {
             endpoints.push(Endpoint::parse(url).map_err(invalid)?);
         }
-        let http = http_client(cfg).map_err(|e| invalid(e.to_string()))?;
+        let http = http_client(cfg, None).map_err(|e| invalid(e.to_string()))?;
+        let sources = build_sources(cfg, &http).map_err(invalid)?;
         let challenges = endpoints.iter().map(|_| Mutex::new(None)).collect();
         Ok(Upstream {
             client: Client {
                 name: name.to_owned(),
                 endpoints,
                 http,
-                accounts: AccountPool::new(cfg.all_accounts()),
+                accounts: AccountPool::with_sources(cfg.all_accounts(), sources.len()),
+                sources,
                 challenges,
                 tokens: token::new_cache(),
                 realm_hosts: cfg.auth_realms.clone(),
+                redirects: redirect::RedirectPolicy::new(name, cfg.redirect_hosts.clone()),
                 metrics,
                 actions: "pull",
             },
+            segments: cfg.segments,
         })
+    }
+
+    /// How large cold blobs are fetched from this upstream (`upstreams.<name>.segments`).
+    pub fn segments(&self) -> ferry_config::SegmentsConfig {
+        self.segments
     }
 
     /// The registry name.
@@ -166,12 +183,25 @@ impl Upstream {
         Ok(ManifestHead {
             digest: header_str(h, "docker-content-digest").and_then(|d| Digest::parse(&d).ok()),
             media_type: header_str(h, header::CONTENT_TYPE),
-            size: resp.content_length(),
+            size: header_length(h),
         })
     }
 
     /// Starts downloading a blob from byte `from`.
     pub async fn blob(&self, repo: &RepoName, digest: &Digest, from: u64) -> Result<BlobDownload> {
+        self.blob_range(repo, digest, from, None).await
+    }
+
+    /// GETs bytes `from..=to` of a blob (to its end without `to`). An upstream that ignores
+    /// `Range` answers the whole blob: the download's `offset` is then 0, and its `size` the
+    /// whole length; with a 206 the size comes from `Content-Range`.
+    pub async fn blob_range(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<BlobDownload> {
         let op = Op {
             method: Method::GET,
             tail: format!("{repo}/blobs/{digest}"),
@@ -179,10 +209,13 @@ impl Upstream {
             kind: "blob",
             accept: None,
             range_from: Some(from),
+            range_to: to,
             timeout: None,
         };
         let resp = self.client.send(&op).await?;
         let (size, offset) = blob_extent(&resp, from);
+        let partial = resp.status() == StatusCode::PARTIAL_CONTENT
+            && matches!((to, size), (Some(t), Some(s)) if t + 1 < s);
         let name = self.client.name.clone();
         let metrics = self.client.metrics.clone();
         let stream = resp
@@ -196,6 +229,7 @@ impl Upstream {
             size,
             offset,
             stream,
+            partial,
         })
     }
 
@@ -208,9 +242,10 @@ impl Upstream {
             kind: "blob_head",
             accept: None,
             range_from: None,
+            range_to: None,
             timeout: Some(SHORT_TIMEOUT),
         };
-        Ok(self.client.send(&op).await?.content_length())
+        Ok(header_length(self.client.send(&op).await?.headers()))
     }
 
     /// Every tag of a repository, following `Link` pagination.
@@ -230,6 +265,7 @@ impl Upstream {
                 kind: "tags",
                 accept: Some("application/json"),
                 range_from: None,
+                range_to: None,
                 timeout: Some(SHORT_TIMEOUT),
             };
             let resp = self.client.send(&op).await?;
@@ -266,6 +302,7 @@ impl Upstream {
             kind: "referrers",
             accept: Some(manifest::OCI_INDEX),
             range_from: None,
+            range_to: None,
             timeout: Some(SHORT_TIMEOUT),
         };
         match self.client.send(&op).await {
@@ -296,6 +333,7 @@ fn manifest_op<'a>(
         kind,
         accept: Some(ACCEPT_ALL),
         range_from: None,
+        range_to: None,
         timeout: Some(SHORT_TIMEOUT),
     }
 }
@@ -304,6 +342,12 @@ fn header_str(h: &http::HeaderMap, name: impl header::AsHeaderName) -> Option<St
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().to_owned())
+}
+
+/// `Content-Length` as sent. For a HEAD, `Response::content_length` measures the (empty)
+/// body and says 0, so HEAD answers read the header.
+fn header_length(h: &http::HeaderMap) -> Option<u64> {
+    header_str(h, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
 }
 
 /// The media type of a manifest: the upstream's `Content-Type` unless it is generic.
@@ -364,10 +408,36 @@ fn strip_prefix_path(tail: &str, prefix: &str) -> String {
     tail.strip_prefix(prefix).unwrap_or(tail).to_owned()
 }
 
+/// One [`Source`] per configured source address, or the default client alone.
+fn build_sources(
+    cfg: &UpstreamConfig,
+    default: &reqwest::Client,
+) -> std::result::Result<Vec<Source>, String> {
+    let addresses = sources::parse_addresses(&cfg.source_addresses)?;
+    if addresses.is_empty() {
+        return Ok(vec![Source {
+            address: None,
+            http: default.clone(),
+        }]);
+    }
+    addresses
+        .into_iter()
+        .map(|a| {
+            let http = http_client(cfg, Some(a)).map_err(|e| format!("source address {a}: {e}"))?;
+            Ok(Source {
+                address: Some(a),
+                http,
+            })
+        })
+        .collect()
+}
+
 fn http_client(
     cfg: &UpstreamConfig,
+    local: Option<std::net::IpAddr>,
 ) -> std::result::Result<reqwest::Client, Box<dyn std::error::Error>> {
     let mut b = reqwest::Client::builder()
+        .local_address(local)
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -384,7 +454,11 @@ fn http_client(
     }
     if let Some(ca) = &cfg.ca_file {
         let pem = std::fs::read(ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-        b = b.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {}: no PEM certificate in it", ca.display()).into());
+        }
+        b = b.tls_certs_merge(certs);
     }
     Ok(b.build()?)
 }
@@ -415,5 +489,7 @@ impl Upstreams {
     }
 }
 
+#[cfg(test)]
+mod source_tests;
 #[cfg(test)]
 mod tests;

@@ -238,7 +238,7 @@ impl Upstream {
     /// Sends a push request, answering one auth challenge when the body can be sent again.
     async fn push_send(&self, req: PushRequest<'_>, body: PushBody) -> Result<Response> {
         let ep = self.push_endpoint();
-        let account = self.client.accounts.pick(&[]).unwrap_or(0);
+        let account = self.client.accounts.pick(&[]).map_or(0, |s| s.account);
         let same_origin = origin(&req.url) == self.client.endpoints[ep].origin;
         let mut scope = self.client.scope(ep, req.repo);
         if let Some(extra) = &req.extra_scope {

@@ -1,7 +1,7 @@
 //! The rate-limit ledger: what each account of an upstream has left, read from the headers
 //! Docker Hub sends on every answer (`ratelimit-limit: 100;w=21600`,
 //! `ratelimit-remaining: 76;w=21600`, optionally `ratelimit-reset: <seconds>`) and from
-//! `Retry-After`. The [account pool](crate::accounts::AccountPool) consults it to move to
+//! `Retry-After`, one entry per (source address, account) pair. The [account pool](crate::accounts::AccountPool) consults it to move to
 //! another account before one runs out: an account at or below [`RESERVE`] requests left is
 //! only used by interactive pulls, one with none left by nobody, until its window has passed.
 
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use ferry_metrics::AccountLabels;
 use http::HeaderMap;
 
+use crate::accounts::Slot;
 use crate::client::Client;
 use crate::error::retry_after;
 use crate::priority::Priority;
@@ -109,6 +110,12 @@ impl Ledger {
         s.valid_until = Some(Instant::now() + rl.validity());
     }
 
+    /// What entry `i` had left at its last observation, while that observation counts.
+    pub fn remaining(&self, i: usize, now: Instant) -> Option<u64> {
+        let s = *self.seen[i].lock().expect("ledger lock");
+        s.valid_until.filter(|t| *t > now).and(s.remaining)
+    }
+
     /// How far account `i` may be used at `now`.
     pub fn standing(&self, i: usize, now: Instant) -> Standing {
         let s = *self.seen[i].lock().expect("ledger lock");
@@ -141,15 +148,19 @@ impl Ledger {
 }
 
 impl Client {
-    /// Records the rate-limit headers of an answer to `account` in the ledger and the gauges.
-    pub(crate) fn note_rate_limit(&self, account: usize, headers: &HeaderMap) {
+    /// Records the rate-limit headers of an answer to pair `slot` in the ledger and the gauges.
+    /// The ledger keeps one entry per (source address, account) pair; the gauges are per
+    /// account (the last answer seen for it, on whichever address).
+    pub(crate) fn note_rate_limit(&self, slot: Slot, headers: &HeaderMap) {
         let Some(rl) = RateLimit::parse(headers) else {
             return;
         };
-        self.accounts.ledger().observe(account, &rl);
+        self.accounts
+            .ledger()
+            .observe(self.accounts.index(slot), &rl);
         let labels = AccountLabels {
             upstream: self.name.clone(),
-            account: self.accounts.label(account).to_owned(),
+            account: self.accounts.label(slot.account).to_owned(),
         };
         if let Some(l) = rl.limit {
             self.metrics

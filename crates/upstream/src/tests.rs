@@ -10,6 +10,8 @@ use ferry_config::{Account, Secret};
 
 use super::*;
 
+mod redirects;
+
 /// What the fake saw and how it behaves.
 #[derive(Default)]
 struct Fake {
@@ -378,5 +380,20 @@ async fn tag_lists_follow_link_pagination() {
     assert_eq!(
         up.tags(&repo("org/app")).await.unwrap(),
         vec!["a", "b", "c"]
+    );
+}
+
+#[tokio::test]
+async fn head_sizes_come_from_the_content_length_header() {
+    let (_fake, url) = start(Fake::default()).await;
+    let up = upstream(&url, UpstreamConfig::default());
+    let h = up
+        .manifest_head(&repo("org/app"), &tag("v1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.size,
+        Some(MANIFEST.len() as u64),
+        "a HEAD has no body to measure"
     );
 }

@@ -299,7 +299,8 @@ async fn kill_9_mid_download_leaves_no_corrupt_entry_and_the_next_pull_is_correc
         || progress.load(Ordering::SeqCst) >= 4 * MIB,
     )
     .await;
-    assert_eq!(spool_files(&ferry).len(), 1, "one download in progress");
+    // The download's spool file (a metadata write may have its own for a moment).
+    assert!(!spool_files(&ferry).is_empty(), "a download in progress");
     assert!(!is_cached(&ferry, &layer));
 
     ferry.kill9();
@@ -320,7 +321,8 @@ async fn kill_9_mid_download_leaves_no_corrupt_entry_and_the_next_pull_is_correc
     let pulled = pull_to_dir(&format!("docker://{}/test/big:v1", ferry.host()), &[]);
     assert_eq!(pulled["manifest.json"], manifest);
     assert_eq!(pulled[layer.trim_start_matches("sha256:")], layer);
-    assert_eq!(up.blob_gets(&layer), 2);
+    // Two cold downloads, each in parallel segments (the first cut by the crash).
+    assert_eq!(up.blob_gets(&layer), 2 * segment_gets(32 * MIB));
     wait_until(Duration::from_secs(10), "the layer cached", || {
         is_cached(&ferry, &layer)
     });
@@ -441,7 +443,11 @@ async fn memory_stays_flat_while_a_200_mb_blob_streams_through() {
             at_start.rss
         );
     }
-    assert_eq!(ferry_count(&registry, "GET", &path), 1);
+    // One download, in parallel segments, and none for the second pass.
+    assert_eq!(
+        ferry_count(&registry, "GET", &path),
+        segment_gets(layer.size)
+    );
 
     // And a real client pulls the whole image exactly like a direct pull.
     assert_same_pull(
@@ -449,5 +455,8 @@ async fn memory_stays_flat_while_a_200_mb_blob_streams_through() {
         &format!("docker://{}/test/big:v1", registry.host()),
         &image,
     );
-    assert_eq!(ferry_count(&registry, "GET", &path), 1);
+    assert_eq!(
+        ferry_count(&registry, "GET", &path),
+        segment_gets(layer.size)
+    );
 }

@@ -14,6 +14,8 @@
 //! - [`faults`]: coalescing, streaming, integrity under cut/wrong/crashed downloads, client
 //!   disconnects, flat memory with a 200 MB blob;
 //! - [`input`]: hostile paths, names, digests and headers;
+//! - [`membership`]: a digest is served only under a repository known to hold it;
+//! - [`redirects`]: only blob downloads follow a redirect to another host (`redirect_hosts`);
 //! - [`defaults`]: `ferry serve` with no config, `check-config`, `FERRY_*` overrides.
 //!
 //! The helpers below are shared by these files.
@@ -25,7 +27,11 @@ mod client_config;
 mod defaults;
 mod faults;
 mod input;
+mod membership;
+mod redirects;
+mod reload;
 mod routing;
+mod segments;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -165,6 +171,14 @@ pub fn is_cached(ferry: &Ferry, digest: &str) -> bool {
 }
 
 /// Partial downloads in ferry's spool (`_spool/<process>/<random>.part`).
+/// Upstream GETs of one cold download of a `size`-byte blob with the default
+/// `upstreams.<name>.segments` (a first request of 16 MiB, then 8 MiB segments).
+pub fn segment_gets(size: u64) -> usize {
+    const FIRST: u64 = 16 << 20;
+    const EACH: u64 = 8 << 20;
+    1 + size.saturating_sub(FIRST).div_ceil(EACH) as usize
+}
+
 pub fn spool_files(ferry: &Ferry) -> Vec<PathBuf> {
     ferry_storage::spool::partial_files(&ferry.data_dir().join("_spool"))
 }

@@ -68,8 +68,11 @@ pub enum Fault {
     Throttle(u64),
     /// Send this many body bytes, then wait until [`FaultyUpstream::release_stalls`].
     StallAfter(u64),
-    /// Answer a blob GET with 307 to the CDN listener (which serves the bytes).
+    /// Answer a blob GET with 307 to the CDN listener (which serves the bytes); a manifest
+    /// GET or HEAD with 307 to a manifest path on the CDN listener (which has none).
     RedirectToCdn,
+    /// Answer the whole content with 200, whatever `Range` asked for.
+    IgnoreRange,
 }
 
 impl Fault {
@@ -105,6 +108,7 @@ pub struct Rule {
     fault: Fault,
     times: Option<usize>,
     on_cdn: bool,
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Rule {
@@ -115,6 +119,7 @@ impl Rule {
             fault,
             times: None,
             on_cdn: false,
+            peer: None,
         }
     }
 
@@ -176,8 +181,15 @@ impl Rule {
         self
     }
 
-    fn matches(&self, cdn: bool, method: &str, path: &str) -> bool {
+    /// Only requests from this client address (an upstream that limits per IP).
+    pub fn sent_from(mut self, ip: &str) -> Rule {
+        self.peer = Some(ip.parse().expect("an IP address"));
+        self
+    }
+
+    fn matches(&self, cdn: bool, method: &str, path: &str, peer: Option<std::net::IpAddr>) -> bool {
         self.on_cdn == cdn
+            && self.peer.is_none_or(|p| Some(p) == peer)
             && self.method.as_deref().is_none_or(|m| m == method)
             && match &self.matcher {
                 PathMatch::Any => true,
@@ -267,6 +279,8 @@ pub struct RequestRecord {
     pub user_agent: Option<String>,
     /// Received by the CDN listener.
     pub cdn: bool,
+    /// The client's address.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// Where a blob's bytes come from.
@@ -336,9 +350,15 @@ pub struct FaultyUpstream {
 impl FaultyUpstream {
     /// Starts the registry listener and the CDN listener on fresh 127.0.0.1 ports.
     pub fn start() -> FaultyUpstream {
+        FaultyUpstream::start_with_cdn_on("127.0.0.1")
+    }
+
+    /// Like [`FaultyUpstream::start`] with the CDN listener on another loopback address
+    /// (`127.0.0.2`), so that it is another host by name, not only by port.
+    pub fn start_with_cdn_on(ip: &str) -> FaultyUpstream {
         let runtime = BackgroundRuntime::new("faulty-upstream");
         let main = bind_loopback();
-        let cdn = bind_loopback();
+        let cdn = std::net::TcpListener::bind((ip, 0)).expect("bind the CDN listener");
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             url: format!("http://{}", main.local_addr().expect("addr")),
@@ -731,6 +751,10 @@ fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String
 fn begin(shared: &Shared, req: &Request, cdn: bool) -> Vec<Fault> {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let mut inner = shared.inner.lock().unwrap();
     inner.requests.push(RequestRecord {
         method: method.clone(),
@@ -740,13 +764,14 @@ fn begin(shared: &Shared, req: &Request, cdn: bool) -> Vec<Fault> {
         range: header_string(req.headers(), header::RANGE),
         user_agent: header_string(req.headers(), header::USER_AGENT),
         cdn,
+        peer,
     });
     let mut faults = Vec::new();
     for state in &mut inner.rules {
         if state.rule.times.is_some_and(|t| state.hits >= t) {
             continue;
         }
-        if state.rule.matches(cdn, &method, &path) {
+        if state.rule.matches(cdn, &method, &path, peer) {
             state.hits += 1;
             faults.push(state.rule.fault.clone());
         }
@@ -887,6 +912,14 @@ async fn registry_handler(State(shared): State<Arc<Shared>>, req: Request) -> Re
                     &format!("manifest unknown: {name}:{reference}"),
                 );
             };
+            if faults.contains(&Fault::RedirectToCdn) {
+                let location = format!("{}/cdn/manifests/{name}/{reference}", shared.cdn_url);
+                return (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, location)],
+                )
+                    .into_response();
+            }
             let mut resp = serve_content(
                 &shared,
                 Source::Memory(manifest.bytes),
@@ -1179,7 +1212,11 @@ async fn serve_content(
     faults: &[Fault],
 ) -> Response {
     let size = source.size();
-    let (status, start, end) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| !faults.contains(&Fault::IgnoreRange));
+    let (status, start, end) = match range {
         Some(range) => match parse_range(range, size) {
             Ok((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
             Err(()) => {

@@ -52,7 +52,9 @@ impl BackgroundRuntime {
         let listener =
             tokio::net::TcpListener::from_std(std_listener).expect("tokio listener from std");
         handle.spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            // With the peer address, for fakes that limit per client IP.
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, service).await {
                 eprintln!("test server on {addr} stopped: {e}");
             }
         });

@@ -1,0 +1,194 @@
+//! Parallel ranged downloads of large cold blobs (`upstreams.<name>.segments`, issue 15):
+//! segments retried alone, an upstream that ignores `Range`, wrong bytes in one segment, and a
+//! client following a download whose segments finish out of order — each checked against the
+//! blob's digest, the upstream's request log and the cache.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const MIB: u64 = 1024 * 1024;
+const SIZE: u64 = 40 * MIB;
+
+/// A fake upstream with one 40 MiB blob (a first request of 16 MiB and three 8 MiB segments).
+fn upstream_with_blob(seed: u64) -> (FaultyUpstream, String) {
+    let up = FaultyUpstream::start();
+    let d = up.add_pattern_blob(seed, SIZE);
+    (up, d)
+}
+
+fn get_blob(ferry: &Ferry, d: &str) -> http::RawResponse {
+    http::raw_get(&ferry.host(), &format!("/v2/lib/big/blobs/{d}")).expect("blob GET")
+}
+
+fn ranges_asked(up: &FaultyUpstream, d: &str) -> Vec<String> {
+    up.requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains(d))
+        .filter_map(|r| r.range)
+        .collect()
+}
+
+#[test]
+fn a_large_cold_blob_is_fetched_in_parallel_ranges_and_cached_once() {
+    let (up, d) = upstream_with_blob(51);
+    let ferry = Ferry::builder().upstream("docker.io", &up).start();
+    let r = get_blob(&ferry, &d);
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_digest(&r.body), d);
+    let mut asked = ranges_asked(&up, &d);
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "bytes=0-16777215",
+            "bytes=16777216-25165823",
+            "bytes=25165824-33554431",
+            "bytes=33554432-41943039"
+        ]
+    );
+    wait_until(Duration::from_secs(10), "the blob cached", || {
+        is_cached(&ferry, &d)
+    });
+    assert_eq!(sha256_digest(&get_blob(&ferry, &d).body), d);
+    assert_eq!(
+        up.blob_gets(&d),
+        segment_gets(SIZE),
+        "no request after the first pull"
+    );
+}
+
+#[test]
+fn a_cut_segment_is_retried_alone() {
+    let (up, d) = upstream_with_blob(52);
+    up.add_rule(Rule::blob(&d, Fault::CutAfter(3 * MIB)).times(1));
+    let ferry = Ferry::builder().upstream("docker.io", &up).start();
+    let r = get_blob(&ferry, &d);
+    assert_eq!(sha256_digest(&r.body), d);
+    assert_eq!(up.blob_gets(&d), segment_gets(SIZE) + 1, "one retry");
+    let asked = ranges_asked(&up, &d);
+    assert!(
+        asked
+            .iter()
+            .any(|r| r == &format!("bytes={}-16777215", 3 * MIB)),
+        "the cut first segment resumes where it stopped: {asked:?}"
+    );
+}
+
+#[test]
+fn an_upstream_that_ignores_range_is_read_as_one_stream() {
+    let (up, d) = upstream_with_blob(53);
+    up.add_rule(Rule::blob(&d, Fault::IgnoreRange));
+    let ferry = Ferry::builder().upstream("docker.io", &up).start();
+    let r = get_blob(&ferry, &d);
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_digest(&r.body), d);
+    assert_eq!(up.blob_gets(&d), 1, "no segment requests after a 200");
+}
+
+#[test]
+fn wrong_bytes_in_one_segment_leave_no_cache_entry_and_the_next_request_downloads_again() {
+    let (up, d) = upstream_with_blob(54);
+    up.add_rule(Rule::blob(&d, Fault::WrongBytes).times(1));
+    let ferry = Ferry::builder().upstream("docker.io", &up).start();
+    let r = get_blob(&ferry, &d);
+    assert!(
+        r.body.len() as u64 != SIZE || sha256_digest(&r.body) != d,
+        "a client never gets a complete wrong blob"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!is_cached(&ferry, &d), "nothing stored");
+    assert!(spool_files(&ferry).is_empty(), "spool cleaned");
+    let again = get_blob(&ferry, &d);
+    assert_eq!(sha256_digest(&again.body), d);
+    assert_eq!(up.blob_gets(&d), 2 * segment_gets(SIZE));
+}
+
+#[test]
+fn a_client_follows_a_download_whose_segments_finish_out_of_order() {
+    let (up, d) = upstream_with_blob(55);
+    // The first segment's body starts 2 s late: the later segments land first.
+    up.add_rule(Rule::blob(&d, Fault::DelayBody(Duration::from_secs(2))).times(1));
+    let ferry = Ferry::builder().upstream("docker.io", &up).start();
+    let started = Instant::now();
+    let r = get_blob(&ferry, &d);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(r.body.len() as u64, SIZE);
+    assert_eq!(sha256_digest(&r.body), d);
+    let direct = pattern_bytes(55, 20 * MIB, 4096);
+    assert_eq!(
+        &r.body[(20 * MIB) as usize..(20 * MIB) as usize + 4096],
+        &direct[..]
+    );
+}
+
+/// A lazy-pulling client's `Range` beyond what a cold download has written is forwarded
+/// upstream at once (206 with the right bytes), while the whole download goes on and is cached;
+/// `cache.cold_ranges: wait` waits for the download instead.
+#[test]
+fn a_cold_range_is_forwarded_upstream_at_once() {
+    let (up, d) = upstream_with_blob(56);
+    // The download's first segment stalls: the written prefix stays at 1 MiB.
+    up.add_rule(Rule::blob(&d, Fault::StallAfter(MIB)).times(1));
+    let ferry = Ferry::builder().upstream("docker.io", &up).start();
+    let path = format!("/v2/lib/big/blobs/{d}");
+    let first = {
+        let (host, p) = (ferry.host(), path.clone());
+        std::thread::spawn(move || http::raw_get(&host, &p))
+    };
+    wait_until(Duration::from_secs(10), "the download to stall", || {
+        up.blob_gets(&d) >= 1
+    });
+    let (start, end) = (30 * MIB, 30 * MIB + 65_535);
+    let range = format!("bytes={start}-{end}");
+    let began = Instant::now();
+    let r = http::raw_request(&ferry.host(), "GET", &path, &[("Range", &range)], &[]).unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(r.status, 206, "{}", r.text());
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes {start}-{end}/{SIZE}").as_str())
+    );
+    assert_eq!(r.body, pattern_bytes(56, start, 65_536));
+    assert!(ranges_asked(&up, &d).contains(&range), "forwarded as asked");
+    up.release_stalls();
+    let whole = first.join().unwrap().unwrap();
+    assert_eq!(sha256_digest(&whole.body), d);
+    wait_until(Duration::from_secs(10), "the blob cached", || {
+        is_cached(&ferry, &d)
+    });
+}
+
+#[test]
+fn with_cold_ranges_wait_a_range_follows_the_download() {
+    let (up, d) = upstream_with_blob(57);
+    up.add_rule(Rule::blob(&d, Fault::DelayBody(Duration::from_secs(2))).times(1));
+    let ferry = Ferry::builder()
+        .upstream("docker.io", &up)
+        .set("cache.cold_ranges", "wait")
+        .start();
+    let path = format!("/v2/lib/big/blobs/{d}");
+    let first = {
+        let (host, p) = (ferry.host(), path.clone());
+        std::thread::spawn(move || http::raw_get(&host, &p))
+    };
+    wait_until(Duration::from_secs(10), "the download to start", || {
+        up.blob_gets(&d) >= 1
+    });
+    let r = http::raw_request(
+        &ferry.host(),
+        "GET",
+        &path,
+        &[("Range", "bytes=100-199")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, pattern_bytes(57, 100, 100));
+    assert!(!ranges_asked(&up, &d).contains(&"bytes=100-199".to_owned()));
+    assert_eq!(sha256_digest(&first.join().unwrap().unwrap().body), d);
+}
