@@ -435,3 +435,42 @@ fn credentials_can_come_from_the_usual_aws_variables() {
     assert!(err.contains("cannot use the object store"), "{err}");
     assert!(err.contains(s3.bucket()), "{err}");
 }
+
+/// A replica killed with SIGKILL while it downloads a blob (holding the bucket's fill lock)
+/// delays another replica's request for that blob by at most the lock's lifetime (4 s), not
+/// the old 30 s: the lock is no longer renewed, expires, and the other replica takes over.
+#[test]
+fn a_dead_replicas_download_is_taken_over_within_seconds() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let up = FaultyUpstream::start();
+    let d = up.add_pattern_blob(77, 4 << 20);
+    up.add_rule(Rule::blob(&d, Fault::StallAfter(1 << 20)).times(1));
+    let replica = || {
+        s3.apply(
+            Ferry::builder().upstream("docker.io", &up),
+            json!({"redirect": false}),
+        )
+        .start()
+    };
+    let (mut a, b) = (replica(), replica());
+    let path = format!("/v2/library/big/blobs/{d}");
+    let stuck = {
+        let (host, p) = (a.host(), path.clone());
+        std::thread::spawn(move || raw_get(&host, &p))
+    };
+    wait_until(Duration::from_secs(10), "replica a to download", || {
+        up.blob_gets(&d) >= 1
+    });
+    a.kill9();
+    let _ = stuck.join();
+    let started = Instant::now();
+    let got = raw_get(&b.host(), &path).unwrap();
+    let took = started.elapsed();
+    eprintln!("takeover of a dead replica's download: {took:?}");
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(sha256_digest(&got.body), d);
+    assert!(took < Duration::from_secs(7), "took {took:?}");
+    assert_eq!(up.blob_gets(&d), 2, "b downloaded it itself");
+}
