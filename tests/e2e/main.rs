@@ -10,6 +10,7 @@ mod access;
 mod copy;
 mod core;
 mod edge;
+mod fairuse;
 mod ops;
 mod s3;
 mod selftest;

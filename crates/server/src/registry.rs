@@ -75,6 +75,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         &path,
         route_label(&parsed),
     );
+    log.usage = Some(app.access.usage_sink());
     let result = dispatch(&app, &req, parsed, &mut log).await;
     let mut resp = match result {
         Ok(resp) => resp,
@@ -135,6 +136,10 @@ async fn dispatch(
         upstream: &target.name,
         repository: target.repo.as_str(),
         kind,
+        digest: match &endpoint {
+            Endpoint::Blob(d) => Some(d.as_str()),
+            _ => None,
+        },
     };
     let grant = admit(app, req, Some(access_target), log).await?;
     let head = method == Method::HEAD;
@@ -165,6 +170,7 @@ async fn admit(
     match app.access.check(&info).await {
         Ok(grant) => {
             log.user = grant.identity().user().map(str::to_owned);
+            log.warnings = grant.warnings().to_vec();
             Ok(grant)
         }
         Err(d) => {
@@ -281,6 +287,7 @@ async fn blob(
         .map_err(|e| refused(app, e))?;
     let stream = match a.body {
         BlobBody::Redirect(url) => {
+            log.redirected = len;
             return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, url)]).into_response());
         }
         BlobBody::Stream(s) => s,
