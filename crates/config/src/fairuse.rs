@@ -312,3 +312,53 @@ fn check_rule(r: &RuleConfig, err: &mut impl FnMut(&[&str], String)) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn the_public_mirror_example_parses() {
+        let text = include_str!("../../../examples/public-mirror.yaml");
+        let c = Config::from_yaml(text, no_env()).unwrap();
+        assert_eq!(c.access.rules.len(), 8);
+        assert!(c.access.users["ops"].admin);
+        assert_eq!(c.access.budgets.steps_or_default().len(), 3);
+    }
+
+    #[test]
+    fn bad_rules_and_tokens_are_explained() {
+        let text = r#"
+access:
+  admin: {tokens: [short]}
+  rules:
+    - {name: a, per: client, window: 1m, action: ban}
+    - {name: a, per: client_errors, window: 1m, bytes: 1MiB, action: slow, duration: 1h}
+"#;
+        let err = Config::from_yaml(text, no_env()).unwrap_err().to_string();
+        for needle in [
+            "at least 16 characters",
+            "set requests, bytes or both",
+            "needs a duration",
+            "two rules are named",
+            "client_errors counts error answers",
+            "needs a bandwidth",
+        ] {
+            assert!(err.contains(needle), "{needle:?} not in {err}");
+        }
+    }
+
+    #[test]
+    fn admin_tokens_come_from_the_environment() {
+        let env = vec![(
+            "FERRY_ACCESS__ADMIN__TOKENS".to_owned(),
+            "[0123456789abcdef-token]".to_owned(),
+        )];
+        let c = Config::from_yaml("listen: 127.0.0.1:5000\n", env).unwrap();
+        assert_eq!(c.access.admin.tokens[0].expose(), "0123456789abcdef-token");
+    }
+}
