@@ -360,3 +360,38 @@ fn the_admin_api_refuses_anonymous_callers_and_users_who_are_no_admin() {
         no_token.stderr
     );
 }
+
+/// With `redirect: true`, a cached blob answered with a 307 to the object store (SeaweedFS)
+/// is accounted at redirect time: its whole length, or the length of the range asked.
+#[test]
+fn redirected_blob_downloads_are_accounted_by_length_or_range() {
+    let Some(s3) = crate::support::s3::S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::single(), "library/hello:1");
+    let layer = image.largest_blob().clone();
+    let builder = ferry_with(&upstream, json!({}));
+    let ferry = s3.apply(builder, json!({"redirect": true})).start();
+    let blob = format!("/v2/library/hello/blobs/{}", layer.digest);
+    // The first GET fills the cache (streamed); the next ones are redirects.
+    assert_eq!(get_from(&ferry, "203.0.113.60", &blob, &[]).status, 200);
+    wait_until(Duration::from_secs(10), "a redirect", || {
+        get_from(&ferry, "203.0.113.61", &blob, &[]).status == 307
+    });
+    let range = get_from(&ferry, "203.0.113.62", &blob, &[("Range", "bytes=0-9")]);
+    assert_eq!(range.status, 307, "{}", range.text());
+    let mut rows = Value::Null;
+    wait_until(Duration::from_secs(5), "the redirects accounted", || {
+        let out = ferry_cli(&ferry, &["usage", "--by", "client", "--json"]);
+        rows = serde_json::from_str(&out.stdout).unwrap_or_default();
+        rows["top"].as_array().is_some_and(|t| t.len() >= 3)
+    });
+    let bytes_of = |ip: &str| {
+        let top = rows["top"].as_array().unwrap();
+        let row = top.iter().find(|r| r["key"] == format!("ip {ip}"));
+        row.map_or(0, |r| r["bytes"].as_u64().unwrap())
+    };
+    assert!(bytes_of("203.0.113.61") >= layer.size, "{rows:#}");
+    assert_eq!(bytes_of("203.0.113.62"), 10, "{rows:#}");
+}
