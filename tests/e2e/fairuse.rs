@@ -395,3 +395,31 @@ fn redirected_blob_downloads_are_accounted_by_length_or_range() {
     assert!(bytes_of("203.0.113.61") >= layer.size, "{rows:#}");
     assert_eq!(bytes_of("203.0.113.62"), 10, "{rows:#}");
 }
+
+/// With `redis:`, `ferry usage` asked of one replica counts the traffic of both, and the
+/// accounts are sorted sets in Redis.
+#[test]
+fn usage_is_shared_by_two_replicas_through_redis() {
+    let redis = RedisServer::start();
+    let upstream = registry_with_hello();
+    let replica = || {
+        ferry_with(&upstream, json!({}))
+            .set("redis.url", redis.url())
+            .start()
+    };
+    let (a, b) = (replica(), replica());
+    for _ in 0..3 {
+        assert_eq!(get_from(&b, "203.0.113.70", HELLO, &[]).status, 200);
+    }
+    assert_eq!(get_from(&a, "203.0.113.71", HELLO, &[]).status, 200);
+    let mut top = Value::Null;
+    wait_until(Duration::from_secs(5), "both replicas' requests", || {
+        let out = ferry_cli(&a, &["usage", "--by", "client", "--by-requests", "--json"]);
+        top = serde_json::from_str(&out.stdout).unwrap_or_default();
+        top["total"]["requests"] == 4
+    });
+    assert_eq!(top["top"][0]["key"], "ip 203.0.113.70", "{top:#}");
+    assert_eq!(top["top"][0]["requests"], 3, "{top:#}");
+    assert_eq!(top["top"][1]["key"], "ip 203.0.113.71", "{top:#}");
+    assert!(!redis.keys("ferry:access:usage:*:client:req").is_empty());
+}

@@ -15,7 +15,7 @@ use crate::auth::{Presented, bearer, challenge, login, presented};
 use crate::denial::{Denial, reason};
 use crate::endpoint::{TokenRequest, body};
 use crate::error::AccessError;
-use crate::fairuse::bans::Sanctions;
+use crate::fairuse::bans::connection;
 use crate::fairuse::rules::Ctx;
 use crate::fairuse::{Compiled, Effects, FairUse};
 use crate::grant::{Grant, Identity, Meter};
@@ -48,9 +48,8 @@ impl Access {
         let local = Arc::new(LocalStore::default());
         let policy = Policy::build(cfg, &generated_key)?;
         let store = make_store(&local, redis, &cfg.quotas.redis_prefix, None)?;
-        let sanctions =
-            Sanctions::connect(redis.map(|r| r.url.as_str()), &cfg.quotas.redis_prefix)?;
-        let fair = FairUse::start(cfg, Compiled::new(cfg, store.clone())?, sanctions);
+        let conn = redis.map(|r| connection(&r.url)).transpose()?;
+        let fair = FairUse::start(cfg, Compiled::new(cfg, store.clone())?, conn);
         Ok(Access {
             state: ArcSwap::from_pointee(State { policy, store }),
             local,

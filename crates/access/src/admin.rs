@@ -40,8 +40,15 @@ impl Access {
     }
 
     /// The `top` heaviest keys of `by` over `window`, ordered by `order`.
-    pub fn usage(&self, by: Dimension, window: Duration, top: usize, order: Order) -> UsageReport {
-        self.fair.usage(by, window, top, order)
+    /// With `redis:` the report covers every replica sharing it.
+    pub async fn usage(
+        &self,
+        by: Dimension,
+        window: Duration,
+        top: usize,
+        order: Order,
+    ) -> UsageReport {
+        self.fair.usage(by, window, top, order).await
     }
 
     /// Live bans and slow-downs, soonest end first.

@@ -127,12 +127,14 @@ async fn usage_is_accounted_by_the_task() {
     }
     let mut report = None;
     for _ in 0..50 {
-        let r = a.usage(
-            Dimension::Client,
-            Duration::from_secs(3600),
-            10,
-            Order::Bytes,
-        );
+        let r = a
+            .usage(
+                Dimension::Client,
+                Duration::from_secs(3600),
+                10,
+                Order::Bytes,
+            )
+            .await;
         if r.total.requests == 3 {
             report = Some(r);
             break;
@@ -145,12 +147,14 @@ async fn usage_is_accounted_by_the_task() {
         (r.top[1].key.as_str(), r.top[1].counts.bytes),
         ("ip 203.0.113.1", 150)
     );
-    let r = a.usage(
-        Dimension::Blob,
-        Duration::from_secs(3600),
-        10,
-        Order::Requests,
-    );
+    let r = a
+        .usage(
+            Dimension::Blob,
+            Duration::from_secs(3600),
+            10,
+            Order::Requests,
+        )
+        .await;
     assert_eq!(r.top[0].counts.requests, 3);
 }
 

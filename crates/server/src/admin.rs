@@ -89,7 +89,7 @@ pub async fn usage(State(app): State<Arc<App>>, req: Request) -> Response {
     let run = async {
         authorize(&app, &req).await?;
         let q = usage_query(req.uri.query())?;
-        let report = app.access.usage(q.by, q.window, q.top, q.order);
+        let report = app.access.usage(q.by, q.window, q.top, q.order).await;
         Ok::<_, ApiError>(json_ok(json!(report)))
     };
     run.await.unwrap_or_else(IntoResponse::into_response)

@@ -136,10 +136,7 @@ async fn dispatch(
         upstream: &target.name,
         repository: target.repo.as_str(),
         kind,
-        digest: match &endpoint {
-            Endpoint::Blob(d) => Some(d.as_str()),
-            _ => None,
-        },
+        digest: blob_digest(&endpoint),
     };
     let grant = admit(app, req, Some(access_target), log).await?;
     let head = method == Method::HEAD;
@@ -150,6 +147,14 @@ async fn dispatch(
         Endpoint::TagsList => tags(app, &target, name, &query, log).await,
         Endpoint::Referrers(d) => referrers(app, &target, &d, &query, head, log).await,
         Endpoint::BlobUpload => unreachable!("refused above"),
+    }
+}
+
+/// The digest of a blob request (for fair-use rules per client and blob).
+fn blob_digest(e: &Endpoint) -> Option<&str> {
+    match e {
+        Endpoint::Blob(d) => Some(d.as_str()),
+        _ => None,
     }
 }
 

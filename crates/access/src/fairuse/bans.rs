@@ -55,6 +55,17 @@ impl Sanction {
     }
 }
 
+/// A lazy connection to the Redis at `url` (a Redis that is down at start is no error).
+pub(crate) fn connection(url: &str) -> Result<ConnectionManager, AccessError> {
+    let client = redis::Client::open(url).map_err(|e| AccessError::Redis(e.to_string()))?;
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CALL_TIMEOUT))
+        .set_response_timeout(Some(CALL_TIMEOUT))
+        .set_number_of_retries(1);
+    ConnectionManager::new_lazy_with_config(client, cfg)
+        .map_err(|e| AccessError::Redis(e.to_string()))
+}
+
 /// Now in seconds since the epoch.
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
@@ -86,22 +97,9 @@ impl Sanctions {
         }
     }
 
-    /// Sanctions shared through the Redis at `url` (connected lazily), or local ones.
-    pub(crate) fn connect(url: Option<&str>, prefix: &str) -> Result<Sanctions, AccessError> {
-        let Some(url) = url else {
-            return Ok(Sanctions::new(None));
-        };
-        let client = redis::Client::open(url).map_err(|e| AccessError::Redis(e.to_string()))?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)
-            .map_err(|e| AccessError::Redis(e.to_string()))?;
-        Ok(Sanctions::new(Some((
-            conn,
-            format!("{prefix}fairuse:sanctions"),
-        ))))
+    /// Sanctions shared through `conn` (keys under `prefix`), or local ones.
+    pub(crate) fn connect(conn: Option<ConnectionManager>, prefix: &str) -> Sanctions {
+        Sanctions::new(conn.map(|c| (c, format!("{prefix}fairuse:sanctions"))))
     }
 
     /// Keeps sanctions in `path` (without Redis) and loads what it holds.

@@ -22,10 +22,12 @@ use tokio::sync::mpsc;
 use crate::error::AccessError;
 use crate::ip::ip_subject;
 use crate::quota::Store;
+use crate::usage::shared::{Batch, SharedUsage};
 use crate::usage::topk::Order;
 use crate::usage::{Dimension, Usage, UsageRecord, UsageReport, UsageSink, hour_of};
 use bans::Sanctions;
 use budget::Budgets;
+use redis::aio::ConnectionManager;
 use rules::{Ctx, Rule};
 
 pub(crate) use effects::Effects;
@@ -59,6 +61,7 @@ impl Compiled {
 pub(crate) struct FairUse {
     pub(crate) compiled: ArcSwap<Compiled>,
     pub(crate) sanctions: Sanctions,
+    shared: Option<SharedUsage>,
     usage: Mutex<Usage>,
     sink: UsageSink,
     pub(crate) metrics: OnceLock<Arc<Metrics>>,
@@ -75,12 +78,17 @@ impl FairUse {
     pub(crate) fn start(
         cfg: &AccessConfig,
         compiled: Compiled,
-        sanctions: Sanctions,
+        redis: Option<ConnectionManager>,
     ) -> Arc<FairUse> {
         let (sink, rx) = UsageSink::channel();
+        let prefix = &cfg.quotas.redis_prefix;
+        let shared = redis
+            .clone()
+            .map(|c| SharedUsage::new(c, prefix, cfg.usage.top_keys, cfg.usage.keep.0));
         let fair = Arc::new(FairUse {
             compiled: ArcSwap::from_pointee(compiled),
-            sanctions,
+            sanctions: Sanctions::connect(redis, prefix),
+            shared,
             usage: Mutex::new(Usage::new(&cfg.usage)),
             sink,
             metrics: OnceLock::new(),
@@ -102,16 +110,27 @@ impl FairUse {
         self.sink.clone()
     }
 
-    /// A usage report.
-    pub(crate) fn usage(
+    /// A usage report: of every replica from Redis when it is shared (this replica's own when
+    /// Redis does not answer), else of this replica.
+    pub(crate) async fn usage(
         &self,
         by: Dimension,
         window: Duration,
         top: usize,
         order: Order,
     ) -> UsageReport {
+        let now = hour_of(SystemTime::now());
+        if let Some(s) = &self.shared {
+            let hours = window.as_secs().div_ceil(3600).max(1);
+            match s.query(now, by, hours, top, order).await {
+                Ok(r) => return r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "usage not read from redis; this replica's own")
+                }
+            }
+        }
         let u = self.usage.lock().unwrap_or_else(|e| e.into_inner());
-        u.query(hour_of(SystemTime::now()), by, window, top, order)
+        u.query(now, by, window, top, order)
     }
 
     /// Resets the per-client rule counters of `subject` (after its ban was lifted).
@@ -139,12 +158,19 @@ impl FairUse {
         let c = self.compiled.load_full();
         let hour = hour_of(SystemTime::now());
         let mut ops = Vec::new();
+        let mut shared = Batch {
+            hour,
+            ..Batch::default()
+        };
         {
             let mut u = self.usage.lock().unwrap_or_else(|e| e.into_inner());
             for r in batch {
                 let Some(ip) = r.ip else { continue };
                 let client = ip_subject(ip, c.ipv6_prefix);
                 u.record(hour, &client, r);
+                if self.shared.is_some() {
+                    shared.add(&client, r);
+                }
                 let subject = r.user.as_ref().map(|u| format!("user {u}"));
                 let ctx = Ctx {
                     ip,
@@ -161,6 +187,11 @@ impl FairUse {
         }
         if !ops.is_empty() {
             c.store.run(&ops).await;
+        }
+        if let Some(s) = &self.shared
+            && let Err(e) = s.add(&shared).await
+        {
+            tracing::debug!(error = %e, "usage not added in redis");
         }
     }
 

@@ -4,12 +4,14 @@
 //! Each bucket holds, per dimension, two Space-Saving heavy-hitter counters ([`topk::TopK`]):
 //! one ordered by requests, one by bytes, each of at most `access.usage.top_keys` keys. Memory
 //! is bounded by `dimensions x 2 x top_keys x buckets`, not by the number of clients or blobs.
-//! A query sums the buckets of its window (`24h` sums 24 buckets).
+//! A query sums the buckets of its window (`24h` sums 24 buckets). With `redis:` the accounts
+//! are also kept in Redis ([`shared`]), so `ferry usage` sees every replica's traffic.
 //!
 //! The request path only sends a [`UsageRecord`] into a bounded channel ([`UsageSink`]); one
 //! task owns the counters ([`run`]), so requests never wait on a lock. When the channel is full
 //! records are dropped and counted (`dropped`).
 
+pub(crate) mod shared;
 pub mod topk;
 
 use std::sync::Arc;
@@ -42,7 +44,7 @@ pub struct UsageRecord {
 }
 
 /// What usage is grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dimension {
     /// Client address.
@@ -94,6 +96,25 @@ impl Dimension {
             Dimension::Blob => r.blob.as_deref()?,
         };
         (!s.is_empty()).then_some(s)
+    }
+}
+
+/// The key of every dimension `r` has (client is `client`).
+pub(crate) fn keys<'a>(
+    client: &'a str,
+    r: &'a UsageRecord,
+) -> impl Iterator<Item = (Dimension, &'a str)> {
+    Dimension::ALL
+        .into_iter()
+        .filter_map(move |d| d.key(client, r).map(|k| (d, k)))
+}
+
+/// What one record adds.
+pub(crate) fn delta(r: &UsageRecord) -> Counts {
+    Counts {
+        requests: 1,
+        bytes: r.bytes,
+        errors: u64::from(r.error),
     }
 }
 
@@ -189,11 +210,7 @@ impl Usage {
             *slot = Some(Bucket::new(hour, self.cap));
         }
         let b = slot.as_mut().expect("just set");
-        let delta = Counts {
-            requests: 1,
-            bytes: r.bytes,
-            errors: u64::from(r.error),
-        };
+        let delta = delta(r);
         b.total.add(&delta);
         for (d, tops) in Dimension::ALL.iter().zip(b.top.iter_mut()) {
             if let Some(k) = d.key(client, r) {
