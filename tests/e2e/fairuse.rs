@@ -423,3 +423,57 @@ fn usage_is_shared_by_two_replicas_through_redis() {
     assert_eq!(top["top"][1]["key"], "ip 203.0.113.71", "{top:#}");
     assert!(!redis.keys("ferry:access:usage:*:client:req").is_empty());
 }
+
+/// An anonymous token from ferry's token service, for `client`.
+fn anonymous_token(ferry: &Ferry, client: &str) -> String {
+    let r = raw_request(
+        &ferry.host(),
+        "GET",
+        "/token?service=ferry&scope=repository:docker.io/library/hello:pull",
+        &[("X-Forwarded-For", client)],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    format!("Bearer {}", v["token"].as_str().unwrap())
+}
+
+/// An office behind one NAT address: people who log in are counted per user (one over the
+/// rule is refused, naming the user; the next user behind the same address is served), and a
+/// network in the rule's `exempt` is never counted.
+#[test]
+fn an_office_behind_one_nat_address_is_counted_per_user_and_exempt_networks_not_at_all() {
+    let upstream = registry_with_hello();
+    let rules = json!([{"name": "deny2", "per": "client", "window": "1m", "requests": 2,
+        "action": "deny", "exempt": ["10.9.0.0/16"]}]);
+    let users = json!({
+        "alice": {"password": "wonderland-4711"},
+        "bob": {"password": "builder-4711"}});
+    let ferry = ferry_with(&upstream, json!({"rules": rules, "users": users})).start();
+    let nat = "192.0.2.9";
+    let alice = basic("alice", "wonderland-4711");
+    for _ in 0..2 {
+        let r = get_from(&ferry, nat, HELLO, &[("Authorization", &alice)]);
+        assert_eq!(r.status, 200);
+    }
+    let (status, _, message) =
+        oci_error(&get_from(&ferry, nat, HELLO, &[("Authorization", &alice)]));
+    assert_eq!(status, 429, "{message}");
+    assert!(message.contains("user alice"), "{message}");
+    let bob = basic("bob", "builder-4711");
+    assert_eq!(
+        get_from(&ferry, nat, HELLO, &[("Authorization", &bob)]).status,
+        200
+    );
+    let anon = anonymous_token(&ferry, nat);
+    assert_eq!(
+        get_from(&ferry, nat, HELLO, &[("Authorization", &anon)]).status,
+        200
+    );
+    let office = anonymous_token(&ferry, "10.9.1.1");
+    for _ in 0..5 {
+        let r = get_from(&ferry, "10.9.1.1", HELLO, &[("Authorization", &office)]);
+        assert_eq!(r.status, 200, "an exempt network is never counted");
+    }
+}

@@ -309,3 +309,70 @@ impl UsageSink {
         self.dropped.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ip: &str, bytes: u64, error: bool) -> UsageRecord {
+        UsageRecord {
+            ip: ip.parse().ok(),
+            upstream: "docker.io".into(),
+            repository: "docker.io/library/nginx".into(),
+            bytes,
+            error,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_window_sums_its_hourly_buckets_and_nothing_older() {
+        let mut u = Usage::new(&UsageConfig::default());
+        let now = 500_000;
+        u.record(now - 30, "ip a", &rec("192.0.2.1", 1000, false));
+        u.record(now - 2, "ip a", &rec("192.0.2.1", 10, true));
+        u.record(now, "ip a", &rec("192.0.2.1", 5, false));
+        u.record(now, "ip b", &rec("192.0.2.2", 7, false));
+        let day = Duration::from_secs(24 * 3600);
+        let r = u.query(now, Dimension::Client, day, 10, Order::Bytes);
+        assert_eq!(
+            r.total,
+            Counts {
+                requests: 3,
+                bytes: 22,
+                errors: 1
+            }
+        );
+        assert_eq!((r.top[0].key.as_str(), r.top[0].counts.bytes), ("ip a", 15));
+        let week = u.query(now, Dimension::Client, day * 7, 1, Order::Requests);
+        assert_eq!((week.top.len(), week.top[0].counts.requests), (1, 3));
+        let hour = u.query(
+            now,
+            Dimension::Upstream,
+            Duration::from_secs(3600),
+            5,
+            Order::Bytes,
+        );
+        assert_eq!(hour.top[0].counts.requests, 2);
+    }
+
+    #[test]
+    fn a_bucket_slot_is_reused_after_keep() {
+        let mut u = Usage::new(&UsageConfig {
+            top_keys: 10,
+            keep: ferry_config::Dur::secs(2 * 3600),
+        });
+        u.record(10, "ip a", &rec("192.0.2.1", 1, false));
+        u.record(12, "ip b", &rec("192.0.2.2", 1, false));
+        let r = u.query(
+            12,
+            Dimension::Client,
+            Duration::from_secs(10 * 3600),
+            10,
+            Order::Bytes,
+        );
+        assert_eq!(r.top.len(), 1, "hour 10 was overwritten by hour 12");
+        assert_eq!(Dimension::parse("Blob"), Some(Dimension::Blob));
+        assert!(parse_window("24h").is_ok() && parse_window("0s").is_err());
+    }
+}
