@@ -349,3 +349,31 @@ fn skopeo_shows_the_ban_reason_and_when_it_ends() {
         );
     }
 }
+
+/// Rules reload without a restart: a rule added to the config file refuses the next request
+/// after SIGHUP; a bad rule is refused and the rules in force stay.
+#[test]
+fn rules_reload_on_sighup_and_a_bad_rule_keeps_the_old_ones() {
+    let upstream = registry_with_hello();
+    let mut ferry = ferry_with(&upstream, json!({})).start();
+    let me = "203.0.113.80";
+    for _ in 0..3 {
+        assert_eq!(get_from(&ferry, me, HELLO, &[]).status, 200);
+    }
+    let deny = json!([{"name": "deny1", "per": "client", "window": "1m", "requests": 1,
+        "action": "deny"}]);
+    ferry.update_config(|b| b.set("access.rules", deny));
+    ferry.sighup();
+    wait_until(Duration::from_secs(10), "the new rule in force", || {
+        get_from(&ferry, me, HELLO, &[]).status == 429
+    });
+    let bad = json!([{"name": "nothing", "per": "client", "window": "1m", "action": "ban"}]);
+    ferry.update_config(|b| b.set("access.rules", bad));
+    ferry.sighup();
+    wait_until(Duration::from_secs(10), "the bad config refused", || {
+        ferry.stderr().contains("NOT reloaded")
+    });
+    let (status, _, message) = oci_error(&get_from(&ferry, me, HELLO, &[]));
+    assert_eq!(status, 429, "{message}");
+    assert!(message.contains("rule deny1"), "{message}");
+}
