@@ -44,8 +44,9 @@ impl FairUse {
     /// Decides fair use for one routed request of `ctx`.
     pub(crate) async fn admit(&self, ctx: &Ctx<'_>) -> Result<Effects, Denial> {
         let mut fx = Effects::default();
-        if let Some(s) = self.sanctions.get(ctx.subject) {
-            sanctioned(&s, &mut fx)?;
+        let current = self.sanctions.get(ctx.subject);
+        if let Some(s) = &current {
+            sanctioned(s, &mut fx)?;
         }
         let c = self.compiled.load_full();
         budget_step(&c.budgets, ctx, &mut fx)?;
@@ -61,7 +62,9 @@ impl FairUse {
         for (rule, rops) in applicable.iter().zip(&per_rule) {
             let fired = rule.fired(&verdicts[at..at + rops.len()]);
             at += rops.len();
-            if let Some(wait) = fired {
+            // A slow-down in force is not set again (nor counted again) on every request.
+            let in_force = current.as_ref().is_some_and(|s| s.rule == rule.name);
+            if let Some(wait) = fired.filter(|_| !in_force) {
                 self.hit(&rule.name, rule.action.as_str());
                 if let Err(d) = self.act(rule, ctx, wait, &mut fx).await {
                     refusal = Some(refusal.map_or(d.clone(), |old: Denial| stricter(old, d)));
