@@ -98,8 +98,14 @@ pub(crate) async fn open_store(
         .connect()
         .await
         .map_err(|e| format!("cannot use the object store ({where_}): {e}"))?;
+    // A hung store fails quick requests within `fail_within`, and then fails fast for a while
+    // (a local tier in front of it still serves what it holds).
+    let store: Arc<dyn BlobStore> = Arc::new(ferry_storage::breaker::BreakerStore::new(
+        Arc::new(store),
+        s3.fail_within.0,
+    ));
     let Some(local) = &config.storage.local_cache else {
-        return Ok(Arc::new(store));
+        return Ok(store);
     };
     let disk = FsStore::open(&local.root).map_err(|e| {
         format!(
@@ -107,7 +113,7 @@ pub(crate) async fn open_store(
             local.root.display()
         )
     })?;
-    let tiered = TieredStore::new(with_maps(disk), Arc::new(store), local.max_size.0)
+    let tiered = TieredStore::new(with_maps(disk), store, local.max_size.0)
         .await
         .map_err(|e| {
             format!(
