@@ -1,5 +1,6 @@
 //! The command line: one subcommand per job, each in its own module.
 
+mod admin;
 mod check;
 mod client_config;
 mod copy;
@@ -63,6 +64,11 @@ enum Command {
     ClientConfig(client_config::Args),
     /// List what the cache holds, or evict by last-served age or by repository.
     Gc(gc::Args),
+    /// Show a running server's top talkers by client, user, upstream, repository or blob
+    /// (admin API).
+    Usage(admin::UsageArgs),
+    /// List or lift the bans and slow-downs of a running server (admin API).
+    Bans(admin::BansArgs),
     /// Run the Kubernetes mutating admission webhook that rewrites pod images to the mirror.
     #[cfg(feature = "webhook")]
     Webhook {
@@ -96,6 +102,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig { file } => check::run(&file),
         Command::ClientConfig(args) => client_config::run(args),
         Command::Gc(args) => gc::run(args).await,
+        Command::Usage(args) => admin::usage(args).await,
+        Command::Bans(args) => admin::bans(args).await,
         #[cfg(feature = "webhook")]
         Command::Webhook { config } => webhook::run(config).await,
     }

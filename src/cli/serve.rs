@@ -98,8 +98,14 @@ pub(crate) async fn open_store(
         .connect()
         .await
         .map_err(|e| format!("cannot use the object store ({where_}): {e}"))?;
+    // A hung store fails quick requests within `fail_within`, and then fails fast for a while
+    // (a local tier in front of it still serves what it holds).
+    let store: Arc<dyn BlobStore> = Arc::new(ferry_storage::breaker::BreakerStore::new(
+        Arc::new(store),
+        s3.fail_within.0,
+    ));
     let Some(local) = &config.storage.local_cache else {
-        return Ok(Arc::new(store));
+        return Ok(store);
     };
     let disk = FsStore::open(&local.root).map_err(|e| {
         format!(
@@ -107,7 +113,7 @@ pub(crate) async fn open_store(
             local.root.display()
         )
     })?;
-    let tiered = TieredStore::new(with_maps(disk), Arc::new(store), local.max_size.0)
+    let tiered = TieredStore::new(with_maps(disk), store, local.max_size.0)
         .await
         .map_err(|e| {
             format!(
@@ -140,6 +146,10 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     let access = ferry_access::Access::new(&config.access, config.redis.as_ref())
         .await
         .map_err(|e| format!("access control: {e}"))?;
+    access.set_metrics(metrics.clone());
+    if let Some(path) = bans_file(&config) {
+        access.keep_bans_in(path);
+    }
     let app = Arc::new(App {
         mirror: mirror.clone(),
         access,
@@ -190,6 +200,23 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     mirror.shutdown().await;
     tracing::info!("ferry stopped");
     Ok(())
+}
+
+/// Where bans are kept across restarts without Redis: `<cache root>/_fairuse/bans.json`.
+fn bans_file(config: &Config) -> Option<PathBuf> {
+    if config.redis.is_some() {
+        return None;
+    }
+    let root = config
+        .storage
+        .fs_root()
+        .or_else(|| config.storage.local_cache.as_ref().map(|l| l.root.clone()))?;
+    let dir = root.join("_fairuse");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "bans will not survive a restart");
+        return None;
+    }
+    Some(dir.join("bans.json"))
 }
 
 /// How often the config file is checked for changes.

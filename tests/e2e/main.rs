@@ -13,6 +13,7 @@ mod copy_local;
 mod core;
 mod edge;
 mod egress;
+mod fairuse;
 mod freshness;
 mod ops;
 mod referrers;

@@ -1386,6 +1386,9 @@ fn metric_families() -> Vec<Family> {
             reason: "header_timeout",
         })
         .inc();
+    m.rule_hit("ip-daily-requests", "deny");
+    m.set_sanctions(1, 0);
+    m.set_budget("total", 81, 1);
     let text = m.render();
 
     let mut families: Vec<Family> = Vec::new();

@@ -296,6 +296,11 @@ fn a_store_outage_is_a_clear_5xx_and_leaves_nothing_corrupt() {
         started.elapsed()
     );
     s3.resume();
+    // The store's circuit breaker stays open for its cool-down (5 s), then lets a request try.
+    wait_until(Duration::from_secs(15), "the store to serve again", || {
+        raw_get(&ferry.host(), &blob_path("library/outage", &blob.digest))
+            .is_ok_and(|r| r.status == 200)
+    });
     let back = raw_get(&ferry.host(), &blob_path("library/outage", &blob.digest)).unwrap();
     assert_eq!(
         sha256_digest(&back.body),
@@ -325,6 +330,11 @@ fn a_store_outage_is_a_clear_5xx_and_leaves_nothing_corrupt() {
     assert!((500..600).contains(&cold.status), "status {}", cold.status);
 
     s3.start_again();
+    wait_until(
+        Duration::from_secs(15),
+        "the store to be usable again",
+        || raw_get(&ferry.host(), "/readyz").is_ok_and(|r| r.status == 200),
+    );
     assert_eq!(
         s3.corrupt_blobs(),
         Vec::<String>::new(),
@@ -434,4 +444,110 @@ fn credentials_can_come_from_the_usual_aws_variables() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot use the object store"), "{err}");
     assert!(err.contains(s3.bucket()), "{err}");
+}
+
+/// A replica killed with SIGKILL while it downloads a blob (holding the bucket's fill lock)
+/// delays another replica's request for that blob by at most the lock's lifetime (4 s), not
+/// the old 30 s: the lock is no longer renewed, expires, and the other replica takes over.
+#[test]
+fn a_dead_replicas_download_is_taken_over_within_seconds() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let up = FaultyUpstream::start();
+    let d = up.add_pattern_blob(77, 4 << 20);
+    up.add_rule(Rule::blob(&d, Fault::StallAfter(1 << 20)).times(1));
+    let replica = || {
+        s3.apply(
+            Ferry::builder().upstream("docker.io", &up),
+            json!({"redirect": false}),
+        )
+        .start()
+    };
+    let (mut a, b) = (replica(), replica());
+    let path = format!("/v2/library/big/blobs/{d}");
+    let stuck = {
+        let (host, p) = (a.host(), path.clone());
+        std::thread::spawn(move || raw_get(&host, &p))
+    };
+    wait_until(Duration::from_secs(10), "replica a to download", || {
+        up.blob_gets(&d) >= 1
+    });
+    a.kill9();
+    let _ = stuck.join();
+    let started = Instant::now();
+    let got = raw_get(&b.host(), &path).unwrap();
+    let took = started.elapsed();
+    eprintln!("takeover of a dead replica's download: {took:?}");
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(sha256_digest(&got.body), d);
+    assert!(took < Duration::from_secs(7), "took {took:?}");
+    assert_eq!(up.blob_gets(&d), 2, "b downloaded it itself");
+}
+
+/// A hung store (SIGSTOP) fails a cached blob's request within `storage.s3.fail_within`,
+/// the next requests fail at once, `/readyz` says not ready and no redirect to the dead store
+/// is handed out; once the store answers again, everything is served as before.
+#[test]
+fn a_hung_store_fails_fast_and_is_not_redirected_to() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::single(), "library/hung:1");
+    let ferry = ferry_on(
+        &s3,
+        &upstream,
+        json!({"redirect": true, "fail_within": "2s"}),
+    )
+    .start();
+    pull_all(
+        &format!("docker://{}/docker.io/library/hung:1", ferry.host()),
+        &image,
+    );
+    let blob = image.largest_blob();
+    let path = blob_path("library/hung", &blob.digest);
+    wait_until(
+        Duration::from_secs(10),
+        "a redirect for the cached blob",
+        || raw_get(&ferry.host(), &path).unwrap().status == 307,
+    );
+
+    s3.pause();
+    // Signing a redirect needs no store request: after 2 s without one, ferry checks the store
+    // (bounded by fail_within) before it sends a client there.
+    std::thread::sleep(Duration::from_millis(2500));
+    let started = Instant::now();
+    let first = raw_get(&ferry.host(), &path).unwrap();
+    let took = started.elapsed();
+    assert!(
+        (500..600).contains(&first.status),
+        "{}: {}",
+        first.status,
+        first.text()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the first request took {took:?}"
+    );
+    let started = Instant::now();
+    let next = raw_get(&ferry.host(), &path).unwrap();
+    assert_eq!(
+        next.status,
+        503,
+        "no redirect to a dead store: {}",
+        next.text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(raw_get(&ferry.host(), "/readyz").unwrap().status, 503);
+
+    s3.resume();
+    wait_until(Duration::from_secs(20), "the store to serve again", || {
+        raw_get(&ferry.host(), &path).unwrap().status == 307
+    });
+    assert_eq!(raw_get(&ferry.host(), "/readyz").unwrap().status, 200);
 }

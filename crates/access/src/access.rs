@@ -15,22 +15,26 @@ use crate::auth::{Presented, bearer, challenge, login, presented};
 use crate::denial::{Denial, reason};
 use crate::endpoint::{TokenRequest, body};
 use crate::error::AccessError;
+use crate::fairuse::bans::connection;
+use crate::fairuse::rules::Ctx;
+use crate::fairuse::{Compiled, Effects, FairUse};
 use crate::grant::{Grant, Identity, Meter};
 use crate::ip::ip_subject;
 use crate::policy::{Policy, State};
 use crate::quota::concurrency::Concurrency;
 use crate::quota::local::LocalStore;
 use crate::quota::redis::RedisStore;
-use crate::quota::{Store, admit};
+use crate::quota::{Store, Tier, admit};
 use crate::request::{RequestInfo, TargetKind};
 
 /// Access control and fair use for one server (see the crate docs).
 #[derive(Debug)]
 pub struct Access {
-    state: ArcSwap<State>,
+    pub(crate) state: ArcSwap<State>,
     local: Arc<LocalStore>,
     concurrency: Arc<Concurrency>,
     generated_key: [u8; 32],
+    pub(crate) fair: Arc<FairUse>,
 }
 
 impl Access {
@@ -44,11 +48,14 @@ impl Access {
         let local = Arc::new(LocalStore::default());
         let policy = Policy::build(cfg, &generated_key)?;
         let store = make_store(&local, redis, &cfg.quotas.redis_prefix, None)?;
+        let conn = redis.map(|r| connection(&r.url)).transpose()?;
+        let fair = FairUse::start(cfg, Compiled::new(cfg, store.clone())?, conn);
         Ok(Access {
             state: ArcSwap::from_pointee(State { policy, store }),
             local,
             concurrency: Arc::new(Concurrency::default()),
             generated_key,
+            fair,
         })
     }
 
@@ -80,12 +87,17 @@ impl Access {
             &cfg.quotas.redis_prefix,
             Some(&old.store),
         )?;
-        Ok(Reload(Arc::new(State { policy, store })))
+        let compiled = Compiled::new(cfg, store.clone())?;
+        Ok(Reload(
+            Arc::new(State { policy, store }),
+            Arc::new(compiled),
+        ))
     }
 
     /// Applies a prepared config.
     pub fn apply_reload(&self, r: Reload) {
         self.state.store(r.0);
+        self.fair.compiled.store(r.1);
     }
 
     /// The client address: the peer, or what a trusted proxy forwarded (the right-most hop of
@@ -138,13 +150,22 @@ impl Access {
             Identity::Anonymous => p.tiers.anonymous(),
             Identity::User(u) => p.tiers.user(u),
         };
-        let (Some(tier), Some(target)) = (tier, req.target) else {
-            return Ok(Grant::free(identity, req.ip));
-        };
         let subject = match &identity {
             Identity::Anonymous => ip_subject(req.ip, p.ipv6_prefix),
             Identity::User(u) => format!("user {u}"),
         };
+        let fx = match &req.target {
+            Some(t) if self.fair.active() => self.fair_use(req.ip, &identity, &subject, t).await?,
+            _ => Effects::default(),
+        };
+        let tier = match fx.bandwidth {
+            Some(bw) => Some(Tier::slowed(tier, bw)),
+            None => tier.cloned(),
+        };
+        let (Some(tier), Some(target)) = (tier, req.target) else {
+            return Ok(Grant::free(identity, req.ip).with_warnings(fx.warnings));
+        };
+        let tier = &tier;
         let adm = admit(&st.store, &self.concurrency, tier, &subject).await?;
         let meter = tier.meters_bytes().then(|| Meter {
             store: st.store.clone(),
@@ -153,13 +174,29 @@ impl Access {
             subject,
             blob: target.kind == TargetKind::Blob,
         });
-        Ok(Grant::counted(
-            identity,
-            req.ip,
-            meter,
-            adm.permit,
-            adm.miss_denial,
-        ))
+        Ok(
+            Grant::counted(identity, req.ip, meter, adm.permit, adm.miss_denial)
+                .with_warnings(fx.warnings),
+        )
+    }
+
+    /// Fair use of a routed request: bans, budget steps, `access.rules`.
+    async fn fair_use(
+        &self,
+        ip: std::net::IpAddr,
+        identity: &Identity,
+        subject: &str,
+        t: &crate::request::Target<'_>,
+    ) -> Result<Effects, Denial> {
+        let repo = format!("{}/{}", t.upstream, t.repository);
+        let ctx = Ctx {
+            ip,
+            subject,
+            anonymous: identity.user().is_none(),
+            repo: Some(&repo),
+            blob: t.digest,
+        };
+        self.fair.admit(&ctx).await
     }
 
     /// The token endpoint (`GET /token`, `GET /auth/token`): docker's token protocol with
@@ -219,7 +256,7 @@ impl Access {
 }
 
 /// An access config prepared by [`Access::prepare_reload`].
-pub struct Reload(Arc<State>);
+pub struct Reload(Arc<State>, Arc<Compiled>);
 
 impl std::fmt::Debug for Reload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

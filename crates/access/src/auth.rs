@@ -197,6 +197,7 @@ mod tests {
             upstream: "docker.io",
             repository: "library/nginx",
             kind: TargetKind::Manifest,
+            digest: None,
         };
         assert_eq!(
             challenge("https://m.example/token", "ferry", Some(&t), None),

@@ -35,6 +35,14 @@ pub mod reason {
     pub const QUOTA_MISS_BYTES: &str = "quota_miss_bytes";
     /// Too many requests of this client in flight.
     pub const CONCURRENCY: &str = "concurrency";
+    /// A fair-use rule with action `deny` fired (`access.rules`).
+    pub const FAIRUSE_DENY: &str = "fairuse_deny";
+    /// The client is banned by a fair-use rule (`access.rules`, action `ban`).
+    pub const FAIRUSE_BAN: &str = "fairuse_ban";
+    /// An egress budget step refuses anonymous clients (`access.budgets`).
+    pub const BUDGET: &str = "budget";
+    /// The admin API refused a caller that is no admin.
+    pub const NOT_ADMIN: &str = "not_admin";
 
     /// Every reason, to pre-register metric label values.
     pub const ALL: &[&str] = &[
@@ -52,6 +60,10 @@ pub mod reason {
         QUOTA_MISS_REQUESTS,
         QUOTA_MISS_BYTES,
         CONCURRENCY,
+        FAIRUSE_DENY,
+        FAIRUSE_BAN,
+        BUDGET,
+        NOT_ADMIN,
     ];
 }
 

@@ -73,6 +73,8 @@ pub struct Grant {
     miss_denial: Option<Denial>,
     /// Bytes reserved against the byte quotas ([`Grant::reserve`]).
     reserved: Option<u64>,
+    /// Fair-use notes for the answer's `Warning` header.
+    warnings: Vec<String>,
 }
 
 impl Grant {
@@ -85,6 +87,7 @@ impl Grant {
             permit: None,
             miss_denial: None,
             reserved: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -103,7 +106,20 @@ impl Grant {
             permit,
             miss_denial,
             reserved: None,
+            warnings: Vec::new(),
         }
+    }
+
+    /// Adds fair-use notes.
+    pub(crate) fn with_warnings(mut self, warnings: Vec<String>) -> Grant {
+        self.warnings = warnings;
+        self
+    }
+
+    /// Fair-use notes for the client (a `Warning` header) and the log: a rule with action
+    /// `warn` fired, or downloads are slowed.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Who is asking.

@@ -130,7 +130,8 @@ impl RepoRules {
     }
 }
 
-fn globs<'a>(
+/// Compiles repository patterns (`docker.io/library/*`, `ghcr.io/**`).
+pub(crate) fn globs<'a>(
     key: &'static str,
     patterns: impl Iterator<Item = &'a str>,
 ) -> Result<GlobSet, AccessError> {

@@ -25,6 +25,10 @@ pub(crate) struct Policy {
     pub(crate) signer: Signer,
     pub(crate) tiers: Tiers,
     pub(crate) failed_logins: Option<Limit>,
+    /// Users with `admin: true`.
+    pub(crate) admins: std::collections::HashSet<String>,
+    /// SHA-256 of each `access.admin.tokens` entry.
+    pub(crate) admin_tokens: Vec<[u8; 32]>,
 }
 
 /// The policy and its counter store, swapped together on reload.
@@ -77,6 +81,18 @@ impl Policy {
             signer: Signer::new(key, &cfg.token),
             tiers,
             failed_logins: Limit::from_rate(Some(cfg.quotas.failed_logins)),
+            admins: cfg
+                .users
+                .iter()
+                .filter(|(_, u)| u.admin)
+                .map(|(n, _)| n.clone())
+                .collect(),
+            admin_tokens: cfg
+                .admin
+                .tokens
+                .iter()
+                .map(|t| crate::admin::digest(t.expose()))
+                .collect(),
         })
     }
 

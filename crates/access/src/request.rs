@@ -27,6 +27,8 @@ pub struct Target<'a> {
     pub repository: &'a str,
     /// What kind of object.
     pub kind: TargetKind,
+    /// The digest of a blob request (fair-use rules per client and blob).
+    pub digest: Option<&'a str>,
 }
 
 /// Kinds of objects; the bandwidth cap applies to blobs only.

@@ -233,6 +233,7 @@ mod tests {
             UserConfig {
                 password: Some(Secret("builder".into())),
                 bcrypt: None,
+                admin: false,
             },
         );
         let users = Users::load(&cfg).unwrap();
@@ -259,6 +260,7 @@ mod tests {
             UserConfig {
                 password: Some(Secret("y".into())),
                 bcrypt: None,
+                admin: false,
             },
         );
         assert!(

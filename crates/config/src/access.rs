@@ -15,6 +15,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::fairuse::{AdminConfig, BudgetsConfig, RuleConfig, UsageConfig};
 use crate::units::{ByteSize, Dur, Secret};
 
 /// Access control and fair-use settings.
@@ -49,6 +50,14 @@ pub struct AccessConfig {
     pub clients: ClientsConfig,
     /// Client networks refused, each with the reason shown to the client.
     pub block_ips: Vec<BlockRule>,
+    /// Who may use the admin API (see `fairuse.rs`).
+    pub admin: AdminConfig,
+    /// Usage accounting (see `fairuse.rs`).
+    pub usage: UsageConfig,
+    /// Abuse rules with graduated actions (see `fairuse.rs`).
+    pub rules: Vec<RuleConfig>,
+    /// Egress budgets (see `fairuse.rs`).
+    pub budgets: BudgetsConfig,
 }
 
 impl Default for AccessConfig {
@@ -67,6 +76,10 @@ impl Default for AccessConfig {
             denied_message: None,
             clients: ClientsConfig::default(),
             block_ips: Vec::new(),
+            admin: AdminConfig::default(),
+            usage: UsageConfig::default(),
+            rules: Vec::new(),
+            budgets: BudgetsConfig::default(),
         }
     }
 }
@@ -80,6 +93,8 @@ pub struct UserConfig {
     pub bcrypt: Option<String>,
     /// A plain password.
     pub password: Option<Secret>,
+    /// Whether this user may use the admin API (`ferry usage`, `ferry bans`).
+    pub admin: bool,
 }
 
 /// ferry's token service (`/token`, `/auth/token`).
@@ -460,6 +475,7 @@ impl AccessConfig {
         }
         self.token.check(err);
         self.quotas.check(err);
+        crate::fairuse::check(&self.admin, &self.rules, &self.budgets, err);
         for (key, rules) in [("allow", &self.allow), ("deny", &self.deny)] {
             for r in rules.iter() {
                 if let Err(m) = check_pattern(r.pattern()) {

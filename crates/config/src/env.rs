@@ -25,9 +25,16 @@ use crate::validate::{ConfigError, ConfigErrors};
 /// Prefix of override variables.
 pub const PREFIX: &str = "FERRY_";
 
-/// ferry's own variables that are not configuration overrides (read by `ferry copy`); they
+/// ferry's own variables that are not configuration overrides (read by `ferry copy`, `ferry
+/// usage` and `ferry bans`); they
 /// are neither applied nor warned about.
-pub const OWN_VARIABLES: [&str; 2] = ["FERRY_COPY_SRC_CREDS", "FERRY_COPY_DST_CREDS"];
+pub const OWN_VARIABLES: [&str; 5] = [
+    "FERRY_COPY_SRC_CREDS",
+    "FERRY_COPY_DST_CREDS",
+    "FERRY_ADMIN_SERVER",
+    "FERRY_ADMIN_TOKEN",
+    "FERRY_ADMIN_USER",
+];
 
 /// Applies every override variable in `vars` to `config`; foreign `FERRY_*` names and other
 /// variables are ignored (see the module documentation).

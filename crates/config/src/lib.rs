@@ -12,6 +12,7 @@
 pub mod access;
 pub mod cache;
 pub mod env;
+pub mod fairuse;
 pub mod hosts;
 pub mod server;
 pub mod storage;

@@ -121,6 +121,10 @@ pub struct S3Config {
     pub part_size: ByteSize,
     /// Parts of one upload sent at once (memory per upload: about part_size x (this + 1)).
     pub upload_concurrency: usize,
+    /// A quick store request (a lookup, a small read or write) that takes longer fails, and
+    /// the store's next requests fail at once for 5 s (a circuit breaker; `/readyz` says not
+    /// ready meanwhile and no redirect to the store is handed out).
+    pub fail_within: Dur,
 }
 
 impl Default for S3Config {
@@ -138,6 +142,7 @@ impl Default for S3Config {
             timeout: Dur::secs(30),
             part_size: ByteSize(8 << 20),
             upload_concurrency: 2,
+            fail_within: Dur::secs(10),
         }
     }
 }

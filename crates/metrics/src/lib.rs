@@ -97,6 +97,29 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a fair-use rule hit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// The rule's name (`access.rules[].name`).
+    pub rule: String,
+    /// warn, slow, deny or ban.
+    pub action: &'static str,
+}
+
+/// Labels naming a fair-use action.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// ban or slow.
+    pub action: &'static str,
+}
+
+/// Labels naming an egress budget.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// `total` or an upstream.
+    pub budget: String,
+}
+
 /// Every metric ferry exports.
 pub struct Metrics {
     registry: Registry,
@@ -150,6 +173,14 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabels, Counter>,
     /// Client connections closed by a timeout, by which one.
     pub connections_timed_out: Family<ReasonLabels, Counter>,
+    /// Fair-use rules that fired, by rule and action.
+    pub rule_hits: Family<RuleLabels, Counter>,
+    /// Bans and slow-downs in force.
+    pub sanctions: Family<ActionLabels, Gauge>,
+    /// Percent of each egress budget used.
+    pub budget_used: Family<BudgetLabels, Gauge>,
+    /// The step of each egress budget in force (0 = none).
+    pub budget_step: Family<BudgetLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -192,6 +223,10 @@ impl Metrics {
             connections_open: Gauge::default(),
             connections_refused: Family::default(),
             connections_timed_out: Family::default(),
+            rule_hits: Family::default(),
+            sanctions: Family::default(),
+            budget_used: Family::default(),
+            budget_step: Family::default(),
         };
         m.register_all();
         m
@@ -324,6 +359,54 @@ impl Metrics {
             "Client connections closed by header_timeout, idle_timeout or send_timeout",
             self.connections_timed_out.clone(),
         );
+        r.register(
+            "ferry_fairuse_rule_hits",
+            "Fair-use rules that fired (access.rules), by rule and action",
+            self.rule_hits.clone(),
+        );
+        r.register(
+            "ferry_fairuse_sanctions",
+            "Bans and slow-downs in force, by action",
+            self.sanctions.clone(),
+        );
+        r.register(
+            "ferry_budget_used_percent",
+            "Percent of each egress budget used (access.budgets)",
+            self.budget_used.clone(),
+        );
+        r.register(
+            "ferry_budget_step",
+            "Egress budget step in force (0 = none; see access.budgets.steps)",
+            self.budget_step.clone(),
+        );
+    }
+
+    /// Counts a fair-use rule hit.
+    pub fn rule_hit(&self, rule: &str, action: &'static str) {
+        self.rule_hits
+            .get_or_create(&RuleLabels {
+                rule: rule.to_owned(),
+                action,
+            })
+            .inc();
+    }
+
+    /// Sets the bans and slow-downs in force.
+    pub fn set_sanctions(&self, bans: i64, slow: i64) {
+        for (action, n) in [("ban", bans), ("slow", slow)] {
+            self.sanctions
+                .get_or_create(&ActionLabels { action })
+                .set(n);
+        }
+    }
+
+    /// Sets an egress budget's percent used and step.
+    pub fn set_budget(&self, budget: &str, percent: i64, step: i64) {
+        let l = BudgetLabels {
+            budget: budget.to_owned(),
+        };
+        self.budget_used.get_or_create(&l).set(percent);
+        self.budget_step.get_or_create(&l).set(step);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -23,7 +23,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with the status of its code.
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             error: OciError::new(code, message),
             status: None,

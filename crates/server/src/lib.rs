@@ -6,6 +6,7 @@
 //! `/metrics` (Prometheus text), one log line per request ([`observe`]) and the accept loop
 //! with graceful shutdown ([`listen`]).
 
+pub mod admin;
 pub mod conn_limits;
 pub mod error;
 pub mod listen;
@@ -121,6 +122,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/admin/v1/usage", get(admin::usage))
+        .route("/admin/v1/bans", get(admin::bans))
+        .route(
+            "/admin/v1/bans/{subject}",
+            axum::routing::delete(admin::lift),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), head_limit))
         .with_state(app)

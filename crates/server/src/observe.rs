@@ -1,6 +1,8 @@
 //! One structured log line and the HTTP metrics for every request, emitted when the response
 //! body has been sent (or dropped), so the line carries the bytes actually served and the full
 //! duration: client IP, user, method, path, upstream, repository, cache outcome, status, bytes.
+//! The same record goes to usage accounting ([`ferry_access::usage`]) through a channel, so
+//! the request never waits on the accounts.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -11,6 +13,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
+use ferry_access::usage::{UsageRecord, UsageSink};
 use ferry_metrics::{HttpLabels, KindLabels, Metrics, ServedLabels};
 use ferry_mirror::Outcome;
 use http::Method;
@@ -38,6 +41,13 @@ pub struct RequestLog {
     pub user: Option<String>,
     /// A random id, in the log line and the `X-Request-Id` response header.
     pub request_id: String,
+    /// Where the answer is accounted (usage, fair-use rules, budgets).
+    pub usage: Option<UsageSink>,
+    /// Bytes of a blob answered with a redirect (its length, or the range asked): accounted
+    /// as served, though they flow from the object store.
+    pub redirected: u64,
+    /// Fair-use notes: sent as `Warning` headers and logged.
+    pub warnings: Vec<String>,
 }
 
 impl RequestLog {
@@ -61,6 +71,9 @@ impl RequestLog {
             outcome: None,
             user: None,
             request_id: format!("{:016x}", rand::random::<u64>()),
+            usage: None,
+            redirected: 0,
+            warnings: Vec::new(),
         }
     }
 
@@ -68,6 +81,11 @@ impl RequestLog {
     pub fn finish(self, mut resp: Response) -> Response {
         if let Ok(v) = http::HeaderValue::from_str(&self.request_id) {
             resp.headers_mut().insert("x-request-id", v);
+        }
+        for w in &self.warnings {
+            if let Some(v) = warning_header(w) {
+                resp.headers_mut().append(http::header::WARNING, v);
+            }
         }
         let status = resp.status().as_u16();
         self.metrics
@@ -117,8 +135,10 @@ impl RequestLog {
                 })
                 .inc_by(bytes);
         }
+        self.account(status, bytes);
         tracing::info!(
             target: "ferry::request",
+            warning = self.warnings.first().map(String::as_str),
             request_id = %self.request_id,
             client = %self.client,
             user = self.user.as_deref().unwrap_or("-"),
@@ -133,6 +153,39 @@ impl RequestLog {
             duration_ms = self.start.elapsed().as_millis() as u64,
         );
     }
+
+    /// Sends the answer to usage accounting.
+    fn account(&self, status: u16, bytes: u64) {
+        let Some(sink) = &self.usage else { return };
+        let repository = if self.upstream.is_empty() {
+            String::new()
+        } else {
+            format!("{}/{}", self.upstream, self.repository)
+        };
+        let blob = (self.route == "blob")
+            .then(|| self.path.rsplit_once("/blobs/").map(|(_, d)| d.to_owned()))
+            .flatten();
+        sink.send(UsageRecord {
+            ip: Some(self.client),
+            user: self.user.clone(),
+            upstream: self.upstream.clone(),
+            repository,
+            blob,
+            bytes: bytes + self.redirected,
+            error: status >= 400 && status != 401,
+        });
+    }
+}
+
+/// `Warning: 299 ferry "<note>"` (RFC 7234 section 5.5), quotes and controls dropped.
+fn warning_header(note: &str) -> Option<http::HeaderValue> {
+    let clean: String = note
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .filter(|c| *c != '"' && *c != '\\')
+        .take(400)
+        .collect();
+    http::HeaderValue::from_str(&format!("299 ferry \"{clean}\"")).ok()
 }
 
 fn method_label(m: &Method) -> &'static str {

@@ -75,6 +75,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         &path,
         route_label(&parsed),
     );
+    log.usage = Some(app.access.usage_sink());
     let result = dispatch(&app, &req, parsed, &mut log).await;
     let mut resp = match result {
         Ok(resp) => resp,
@@ -130,6 +131,7 @@ async fn dispatch(
         upstream: &target.name,
         repository: target.repo.as_str(),
         kind,
+        digest: blob_digest(&endpoint),
     };
     let grant = admit(app, req, Some(access_target), log).await?;
     let head = method == Method::HEAD;
@@ -140,6 +142,14 @@ async fn dispatch(
         Endpoint::TagsList => tags(app, &target, name, &query, log).await,
         Endpoint::Referrers(d) => referrers(app, &target, &d, &query, head, log).await,
         Endpoint::BlobUpload => unreachable!("refused above"),
+    }
+}
+
+/// The digest of a blob request (for fair-use rules per client and blob).
+fn blob_digest(e: &Endpoint) -> Option<&str> {
+    match e {
+        Endpoint::Blob(d) => Some(d.as_str()),
+        _ => None,
     }
 }
 
@@ -160,6 +170,7 @@ async fn admit(
     match app.access.check(&info).await {
         Ok(grant) => {
             log.user = grant.identity().user().map(str::to_owned);
+            log.warnings = grant.warnings().to_vec();
             Ok(grant)
         }
         Err(d) => {
@@ -257,7 +268,10 @@ async fn blob(
         .await
         .map_err(|e| refused(app, e))?;
     let stream = match a.body {
-        BlobBody::Redirect(url) => return Ok(respond::redirect(&url)),
+        BlobBody::Redirect(url) => {
+            log.redirected = len;
+            return Ok(respond::redirect(&url));
+        }
         BlobBody::Stream(s) => s,
     };
     let metered = grant.meter(stream, cache_outcome(a.outcome)).boxed();

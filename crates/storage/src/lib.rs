@@ -18,6 +18,7 @@
 //! [`BlobStore::ingest`], which makes the blob visible atomically. A crash at any moment leaves
 //! at worst a stray spool file, which is removed at start-up, never a corrupt blob.
 
+pub mod breaker;
 pub mod chunks;
 pub mod claim;
 pub mod fill_error;

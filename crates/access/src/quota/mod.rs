@@ -54,6 +54,22 @@ impl Limit {
         format!("{kind}:{}:{{{subject}}}", self.tag)
     }
 
+    /// The amount per window.
+    pub(crate) fn amount(&self) -> u64 {
+        self.amount
+    }
+
+    /// The amount per second.
+    pub(crate) fn per_sec(&self) -> f64 {
+        self.amount as f64 / self.window.as_secs_f64().max(1e-6)
+    }
+
+    /// A bandwidth of `bytes_per_sec`.
+    pub(crate) fn bandwidth(bytes_per_sec: u64) -> Limit {
+        let rate = ferry_config::access::Rate::per(bytes_per_sec.max(1), Duration::from_secs(1));
+        Limit::from_rate(Some(rate)).expect("a finite rate")
+    }
+
     fn per(&self) -> String {
         Dur(self.window).to_string()
     }
@@ -93,6 +109,30 @@ impl Tier {
                 bandwidth: Limit::from_rate(t.bandwidth),
             })
         })
+    }
+
+    /// `base` (or no limits at all) with blob bandwidth capped to `bw` (a fair-use slow-down
+    /// or budget step).
+    pub(crate) fn slowed(base: Option<&Arc<Tier>>, bw: Limit) -> Arc<Tier> {
+        let mut t = base.map_or_else(
+            || Tier {
+                label: "fair use".into(),
+                requests: None,
+                bytes: None,
+                miss_requests: None,
+                miss_bytes: None,
+                concurrent: None,
+                bandwidth: None,
+            },
+            |b| (**b).clone(),
+        );
+        if t.bandwidth
+            .as_ref()
+            .is_none_or(|old| bw.per_sec() < old.per_sec())
+        {
+            t.bandwidth = Some(bw);
+        }
+        Arc::new(t)
     }
 
     /// Whether bytes are counted or throttled at all.

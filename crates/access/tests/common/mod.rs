@@ -65,6 +65,7 @@ pub fn manifest<'a>(upstream: &'a str, repository: &'a str) -> Option<Target<'a>
         upstream,
         repository,
         kind: TargetKind::Manifest,
+        digest: None,
     })
 }
 
@@ -74,6 +75,7 @@ pub fn blob<'a>(upstream: &'a str, repository: &'a str) -> Option<Target<'a>> {
         upstream,
         repository,
         kind: TargetKind::Blob,
+        digest: Some("sha256:00"),
     })
 }
 

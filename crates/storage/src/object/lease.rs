@@ -24,8 +24,11 @@ use serde::{Deserialize, Serialize};
 use super::{backend, found, keys};
 use crate::{FillClaim, FillLease, Result};
 
-/// Lifetime of a lock that is not renewed (its owner crashed).
-pub const TTL: Duration = Duration::from_secs(30);
+/// Lifetime of a lock that is not renewed (its owner crashed): another replica takes the
+/// download over within this (plus one poll). Renewed every `TTL / 3`, so a renewal may be
+/// late by over two seconds before the lock lapses (a lapse only costs a second download of
+/// identical, verified bytes).
+pub const TTL: Duration = Duration::from_secs(4);
 
 /// How often a waiting replica looks again.
 const POLL: Duration = Duration::from_millis(250);

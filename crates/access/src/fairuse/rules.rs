@@ -1,0 +1,234 @@
+//! Compiled `access.rules`: which rules count a request, their GCRA counters (keyed by rule
+//! and subject, in memory or Redis like every quota), and which of them fire.
+//!
+//! A rule fires when every threshold it sets is passed: "more than 100 requests and 1 GiB per
+//! 24h". Requests are counted when the request is admitted (a refused request counts too, so a
+//! client that keeps hammering stays refused); bytes and error answers when the answer has been
+//! sent (by the accounting task, off the request path).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ferry_config::access::Rate;
+use ferry_config::fairuse::{RuleAction, RuleConfig, RuleScope, RuleWho};
+use ferry_config::{ByteSize, Dur};
+use globset::{Candidate, GlobSet};
+use ipnet::IpNet;
+
+use crate::error::AccessError;
+use crate::quota::Limit;
+use crate::quota::gcra::{Mode, Op, Verdict};
+
+/// What a rule looks at in one request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    /// The client address.
+    pub(crate) ip: IpAddr,
+    /// `ip ...` or `user ...`: who is counted.
+    pub(crate) subject: &'a str,
+    /// Whether the client is not logged in.
+    pub(crate) anonymous: bool,
+    /// `upstream/repository`, when routed.
+    pub(crate) repo: Option<&'a str>,
+    /// The blob digest, for blobs.
+    pub(crate) blob: Option<&'a str>,
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub(crate) name: String,
+    pub(crate) scope: RuleScope,
+    pub(crate) action: RuleAction,
+    pub(crate) window: Duration,
+    pub(crate) requests: Option<Limit>,
+    pub(crate) bytes: Option<Limit>,
+    pub(crate) duration: Duration,
+    pub(crate) bandwidth: Option<Limit>,
+    who: RuleWho,
+    repos: Option<GlobSet>,
+    exempt: Vec<IpNet>,
+    pub(crate) message: Option<String>,
+}
+
+impl Rule {
+    /// Compiles one rule (validated by `ferry_config::fairuse::check`).
+    pub(crate) fn compile(c: &RuleConfig) -> Result<Rule, AccessError> {
+        let window = c.window.0;
+        let repos = if c.repositories.is_empty() {
+            None
+        } else {
+            Some(crate::lists::globs(
+                "rules",
+                c.repositories.iter().map(String::as_str),
+            )?)
+        };
+        Ok(Rule {
+            name: c.name.clone(),
+            scope: c.per,
+            action: c.action,
+            window,
+            requests: c
+                .requests
+                .and_then(|n| Limit::from_rate(Some(Rate::per(n.max(1), window)))),
+            bytes: c
+                .bytes
+                .and_then(|b| Limit::from_rate(Some(Rate::per(b.0.max(1), window)))),
+            duration: c.duration.map_or(Duration::ZERO, |d| d.0),
+            bandwidth: Limit::from_rate(c.bandwidth),
+            who: c.who,
+            repos,
+            exempt: c.exempt.iter().map(|c| c.0).collect(),
+            message: c.message.clone(),
+        })
+    }
+
+    /// Whether this rule counts a request of `ctx`.
+    pub(crate) fn applies(&self, ctx: &Ctx<'_>) -> bool {
+        let who = match self.who {
+            RuleWho::All => true,
+            RuleWho::Anonymous => ctx.anonymous,
+            RuleWho::Users => !ctx.anonymous,
+        };
+        let repo_ok = match (&self.repos, ctx.repo) {
+            (None, _) => true,
+            (Some(set), Some(r)) => set.is_match_candidate(&Candidate::new(r)),
+            (Some(_), None) => false,
+        };
+        let scoped = match self.scope {
+            RuleScope::ClientBlob => ctx.blob.is_some(),
+            RuleScope::ClientRepository | RuleScope::Repository => ctx.repo.is_some(),
+            RuleScope::Client | RuleScope::ClientErrors => true,
+        };
+        who && repo_ok && scoped && !self.exempt.iter().any(|n| n.contains(&ctx.ip))
+    }
+
+    /// Who this rule counts for `ctx` (part of the counter key).
+    fn who_key(&self, ctx: &Ctx<'_>) -> String {
+        match self.scope {
+            RuleScope::Client | RuleScope::ClientErrors => ctx.subject.to_owned(),
+            RuleScope::ClientBlob => format!("{} {}", ctx.subject, ctx.blob.unwrap_or("")),
+            RuleScope::ClientRepository => {
+                format!("{} {}", ctx.subject, ctx.repo.unwrap_or(""))
+            }
+            RuleScope::Repository => ctx.repo.unwrap_or("").to_owned(),
+        }
+    }
+
+    fn key(&self, l: &Limit, kind: &str, ctx: &Ctx<'_>) -> String {
+        l.key(&format!("fr:{}:{kind}", self.name), &self.who_key(ctx))
+    }
+
+    /// The ops of the admission check: count the request, look at bytes or errors.
+    pub(crate) fn admit_ops(&self, ctx: &Ctx<'_>) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(2);
+        if let Some(l) = &self.requests {
+            let errors = self.scope == RuleScope::ClientErrors;
+            ops.push(Op {
+                key: self.key(l, if errors { "err" } else { "req" }, ctx),
+                params: l.params(),
+                cost: if errors { 0.0 } else { 1.0 },
+                mode: if errors { Mode::Peek } else { Mode::Debit },
+            });
+        }
+        if let Some(l) = &self.bytes {
+            ops.push(Op {
+                key: self.key(l, "bytes", ctx),
+                params: l.params(),
+                cost: 0.0,
+                mode: Mode::Peek,
+            });
+        }
+        ops
+    }
+
+    /// The ops of an answer sent: its bytes, or one more error answer.
+    pub(crate) fn served_ops(&self, ctx: &Ctx<'_>, bytes: u64, error: bool) -> Vec<Op> {
+        let mut ops = Vec::new();
+        match (&self.requests, &self.bytes) {
+            (Some(l), _) if self.scope == RuleScope::ClientErrors && error => ops.push(Op {
+                key: self.key(l, "err", ctx),
+                params: l.params(),
+                cost: 1.0,
+                mode: Mode::Debit,
+            }),
+            (_, Some(l)) if self.scope != RuleScope::ClientErrors && bytes > 0 => ops.push(Op {
+                key: self.key(l, "bytes", ctx),
+                params: l.params(),
+                cost: bytes as f64,
+                mode: Mode::Debit,
+            }),
+            _ => {}
+        }
+        ops
+    }
+
+    /// The ops that reset this rule's per-client counters of `subject` (a lifted ban starts
+    /// afresh); counters per blob or repository run out on their own.
+    pub(crate) fn forgive_ops(&self, subject: &str) -> Vec<Op> {
+        if !matches!(self.scope, RuleScope::Client | RuleScope::ClientErrors) {
+            return Vec::new();
+        }
+        let kind = if self.scope == RuleScope::ClientErrors {
+            "err"
+        } else {
+            "req"
+        };
+        [(&self.requests, kind), (&self.bytes, "bytes")]
+            .into_iter()
+            .filter_map(|(l, kind)| {
+                let l = l.as_ref()?;
+                Some(Op {
+                    key: l.key(&format!("fr:{}:{kind}", self.name), subject),
+                    params: l.params(),
+                    cost: 1e18,
+                    mode: Mode::Refund,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the verdicts of [`Rule::admit_ops`] fire the rule, and for how long it stays
+    /// fired (until one threshold is no longer passed).
+    pub(crate) fn fired(&self, verdicts: &[Verdict]) -> Option<Duration> {
+        let over = |v: &Verdict| match v.allowed {
+            false => Some(v.wait_us),
+            true if v.wait_us > 0.0 => Some(v.wait_us),
+            true => None,
+        };
+        let waits: Option<Vec<f64>> = verdicts.iter().map(over).collect();
+        let wait = waits?.into_iter().fold(f64::INFINITY, f64::min);
+        (wait.is_finite()).then(|| Duration::from_micros(wait.max(1000.0) as u64))
+    }
+
+    /// "more than 100 requests and 1GiB per 24h".
+    pub(crate) fn thresholds(&self) -> String {
+        let what = match self.scope {
+            RuleScope::ClientErrors => "error answers",
+            _ => "requests",
+        };
+        let mut parts = Vec::new();
+        if let Some(l) = &self.requests {
+            parts.push(format!("{} {what}", l.amount()));
+        }
+        if let Some(l) = &self.bytes {
+            parts.push(ByteSize(l.amount()).human());
+        }
+        format!("more than {} per {}", parts.join(" and "), Dur(self.window))
+    }
+
+    /// What was counted, in words: "this IP and blob sha256:...".
+    pub(crate) fn counted(&self, ctx: &Ctx<'_>) -> String {
+        let who = match ctx.subject.split_once(' ') {
+            Some(("ip", a)) => format!("client {a}"),
+            Some(("user", u)) => format!("user {u}"),
+            _ => ctx.subject.to_owned(),
+        };
+        match self.scope {
+            RuleScope::Client | RuleScope::ClientErrors => who,
+            RuleScope::ClientBlob => format!("{who} on blob {}", ctx.blob.unwrap_or("")),
+            RuleScope::ClientRepository => format!("{who} on {}", ctx.repo.unwrap_or("")),
+            RuleScope::Repository => format!("everyone on {}", ctx.repo.unwrap_or("")),
+        }
+    }
+}
