@@ -330,9 +330,11 @@ fn a_store_outage_is_a_clear_5xx_and_leaves_nothing_corrupt() {
     assert!((500..600).contains(&cold.status), "status {}", cold.status);
 
     s3.start_again();
-    wait_until(Duration::from_secs(15), "the store to be usable again", || {
-        raw_get(&ferry.host(), "/readyz").is_ok_and(|r| r.status == 200)
-    });
+    wait_until(
+        Duration::from_secs(15),
+        "the store to be usable again",
+        || raw_get(&ferry.host(), "/readyz").is_ok_and(|r| r.status == 200),
+    );
     assert_eq!(
         s3.corrupt_blobs(),
         Vec::<String>::new(),
