@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferry_sync::archive::export::{export, staging_dir};
-use tokio_util::sync::CancellationToken;
 
-use super::sync::{Inputs, cancel_on_signal, load, report, start_mirror};
-use super::sync_progress::{Display, ProgressArg};
+use super::sync::{Inputs, load, report, start_batch};
+use super::sync_progress::ProgressArg;
 
 /// Arguments of `ferry export`.
 #[derive(Debug, clap::Args)]
@@ -55,23 +54,10 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let bars = args.progress.bars();
-    let level = if bars {
-        "error"
-    } else {
-        config.log.level.as_str()
+    let (mirror, cancel, display) = match start_batch(&config, args.progress.bars()).await {
+        Ok(b) => b,
+        Err(code) => return code,
     };
-    crate::logging::init(config.log.format, level);
-    let mirror = match start_mirror(&config).await {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let cancel = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(cancel.clone()));
-    let display = Display::new(bars);
     let (summary, written) = export(
         &mirror,
         &entries,

@@ -49,23 +49,10 @@ pub async fn run(args: Args) -> ExitCode {
         }
     };
     let (config, entries, opts) = prepared;
-    let bars = args.progress.bars();
-    let level = if bars {
-        "error"
-    } else {
-        config.log.level.as_str()
+    let (mirror, cancel, display) = match start_batch(&config, args.progress.bars()).await {
+        Ok(b) => b,
+        Err(code) => return code,
     };
-    crate::logging::init(config.log.format, level);
-    let mirror = match start_mirror(&config).await {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let cancel = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(cancel.clone()));
-    let display = Display::new(bars);
     let summary = ferry_sync::sync(&mirror, &entries, &opts, display.clone(), &cancel).await;
     display.finish();
     mirror.shutdown().await;
@@ -144,6 +131,28 @@ fn read_list(path: &Path) -> Result<String, String> {
             .map_err(|e| format!("cannot read the list from standard input: {e}"));
     }
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// What a batch command (`ferry sync`, `ferry export`) starts with: logging (quiet under
+/// progress bars), the engine, cancellation on Ctrl-C or SIGTERM, and the progress display.
+/// `Err`: the engine did not start (exit 1, said on stderr).
+pub async fn start_batch(
+    config: &Config,
+    bars: bool,
+) -> Result<(Mirror, CancellationToken, Arc<Display>), ExitCode> {
+    let level = if bars {
+        "error"
+    } else {
+        config.log.level.as_str()
+    };
+    crate::logging::init(config.log.format, level);
+    let mirror = start_mirror(config).await.map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })?;
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(cancel.clone()));
+    Ok((mirror, cancel, Display::new(bars)))
 }
 
 /// The same store and engine `ferry serve` builds from this config.

@@ -9,6 +9,7 @@ use super::routing::{TwoRegistries, client_config, ferry_for, two_registries};
 use super::*;
 use crate::support::clients::skopeo_inspect_raw_digest;
 use crate::support::ferry::ferry_command;
+use std::process::Command;
 
 /// The requests containerd's registry client sends to a mirror host for `name/repo:tag`
 /// (what BuildKit and k3s nodes do with the generated files) reach the right upstream.
@@ -181,4 +182,63 @@ fn skopeo_inspect_through_a_mirror_needs_no_tags() {
     assert!(out.success, "{}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["Digest"], image.digest, "{}", out.stdout);
+}
+
+/// containerd's own config loader (containerd 1.6 from Debian) reads the 1.x snippet that
+/// `ferry client-config containerd` prints: `containerd --config FILE config dump` accepts
+/// the file and shows the CRI registry's `config_path` set to the certs.d directory. The 2.x
+/// (`version = 3`) snippet cannot be loaded by 1.6; its keys are checked by the unit tests of
+/// crates/clientcfg against containerd 2's documented plugin names.
+#[test]
+fn containerd_loads_the_config_snippet_it_is_given() {
+    let Ok(out) = Command::new("containerd").arg("--version").output() else {
+        eprintln!("skipped: containerd is not installed");
+        return;
+    };
+    assert!(out.status.success());
+    let printed = ferry_command()
+        .args([
+            "client-config",
+            "containerd",
+            "--mirror",
+            "http://127.0.0.1:5000",
+        ])
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let text = String::from_utf8(printed.stdout).unwrap();
+    let start = text
+        .find("(containerd 1.x, version = 2) <==")
+        .expect("the 1.x snippet");
+    let snippet: String = text[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("# ==>"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, format!("version = 2\n{snippet}\n")).unwrap();
+    let dump = Command::new("containerd")
+        .arg("--config")
+        .arg(&file)
+        .args(["config", "dump"])
+        .output()
+        .unwrap();
+    let dumped = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.status.success(),
+        "containerd refused the snippet: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let cri = dumped
+        .split("[plugins.\"io.containerd.grpc.v1.cri\".registry]")
+        .nth(1)
+        .expect("the CRI registry table in the dump");
+    assert!(
+        cri.lines()
+            .take_while(|l| !l.starts_with('['))
+            .any(|l| l.trim() == "config_path = \"/etc/containerd/certs.d\""),
+        "{dumped}"
+    );
 }
