@@ -140,7 +140,12 @@ async fn blobs_answer_head_and_ranges_cold_and_cached() {
     let layer = image.largest_blob().clone();
     let bytes = image.blob_bytes(&layer.digest);
     let size = bytes.len() as u64;
-    let ferry = Ferry::for_registry(&registry);
+    // Ranges follow the one download here (with the default `forward`, a range beyond the
+    // download's progress would be asked upstream: core::segments tests that).
+    let ferry = Ferry::builder()
+        .upstream("docker.io", &registry)
+        .set("cache.cold_ranges", "wait")
+        .start();
     let path = format!("/v2/test/ranges/blobs/{}", layer.digest);
     let http = client();
     let range = |r: String| {
