@@ -1364,6 +1364,7 @@ fn metric_families() -> Vec<Family> {
     m.source_request("docker.io", "192.0.2.10", 429);
     m.source_resting("docker.io", "192.0.2.10", 1);
     Metrics::per_upstream(&m.upstream_bytes, "docker.io", 1);
+    Metrics::per_upstream(&m.segment_hedges, "docker.io", 1);
     Metrics::per_upstream(&m.coalesced_waiters, "docker.io", 1);
     m.inflight_fills.set(0);
     m.fill_failures

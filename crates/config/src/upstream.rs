@@ -69,6 +69,10 @@ pub struct SegmentsConfig {
     pub parallel: usize,
     /// Blobs up to this size are fetched in one request.
     pub threshold: ByteSize,
+    /// Asks a segment again of another source (the next mirror, or the registry, or a new
+    /// connection to the only one) when it runs more than twice as long as the segments of
+    /// this download that finished: a stalled or slow stream no longer holds the blob back.
+    pub hedge: bool,
 }
 
 impl Default for SegmentsConfig {
@@ -77,6 +81,7 @@ impl Default for SegmentsConfig {
             size: ByteSize(8 << 20),
             parallel: 4,
             threshold: ByteSize(16 << 20),
+            hedge: true,
         }
     }
 }

@@ -153,6 +153,8 @@ pub struct Metrics {
     pub upstream_duration: Family<KindLabels, Histogram>,
     /// Bytes downloaded from upstreams.
     pub upstream_bytes: Family<UpstreamOnly, Counter>,
+    /// Segments of a cold download asked again of another source because they ran slow.
+    pub segment_hedges: Family<UpstreamOnly, Counter>,
     /// Requests that joined a download already in progress.
     pub coalesced_waiters: Family<UpstreamOnly, Counter>,
     /// Downloads in progress.
@@ -213,6 +215,7 @@ impl Metrics {
             source_resting: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_bytes: Family::default(),
+            segment_hedges: Family::default(),
             coalesced_waiters: Family::default(),
             inflight_fills: Gauge::default(),
             fill_failures: Family::default(),
@@ -308,6 +311,11 @@ impl Metrics {
             "ferry_upstream_received_bytes",
             "Bytes downloaded from upstreams",
             self.upstream_bytes.clone(),
+        );
+        r.register(
+            "ferry_segment_hedges",
+            "Segments of cold downloads asked again of another source because they ran slow",
+            self.segment_hedges.clone(),
         );
         r.register(
             "ferry_coalesced_waiters",

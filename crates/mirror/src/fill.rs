@@ -381,6 +381,8 @@ impl Job {
             reader,
             size,
             parallel: cfg.parallel,
+            hedge: cfg.hedge,
+            metrics: self.ctx.metrics.clone(),
         };
         let progress = &self.fill.progress;
         job.run(first, plan, |n| {

@@ -12,9 +12,11 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferry_metrics::Metrics;
 use ferry_oci::{Digest, DigestVerifier, RepoName};
 use ferry_storage::FillError;
 use ferry_upstream::{BlobDownload, Upstream};
@@ -25,6 +27,10 @@ use tokio::task::JoinSet;
 use crate::error::{MirrorError, Result};
 use crate::fill::MAX_RESUMES;
 use crate::spool_writer::next_batch;
+
+mod book;
+
+use book::{Ask, Book, Cover};
 
 /// Bytes hashed per read of the spool file.
 const HASH_CHUNK: u64 = 1 << 20;
@@ -77,7 +83,13 @@ pub(crate) struct Segmented {
     pub(crate) reader: Arc<File>,
     pub(crate) size: u64,
     pub(crate) parallel: usize,
+    /// Whether slow segments are asked again of another source.
+    pub(crate) hedge: bool,
+    pub(crate) metrics: Arc<Metrics>,
 }
+
+/// How often the coordinator looks for slow segments.
+const HEDGE_CHECK: Duration = Duration::from_millis(200);
 
 impl Segmented {
     /// Downloads every segment (the first from `first`, already asked for) and returns the
@@ -88,46 +100,88 @@ impl Segmented {
         segments: Vec<Segment>,
         mut progress: impl FnMut(u64),
     ) -> Result<DigestVerifier> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u64)>();
-        let mut done: Vec<u64> = vec![0; segments.len()];
+        let (tx, mut rx) = mpsc::unbounded_channel::<usize>();
+        let mut book = Book::new(&segments, self.upstream.sources());
         let mut workers = JoinSet::new();
-        let mut next = 1;
-        workers.spawn(self.worker(0, segments[0], Some(first.stream), tx.clone()));
-        while next < segments.len() && next < self.parallel.max(1) {
-            workers.spawn(self.worker(next, segments[next], None, tx.clone()));
-            next += 1;
-        }
+        let mut first = Some(first.stream);
         let mut hasher = DigestVerifier::for_digest(&self.digest);
         let mut hashed = 0u64;
+        let mut tick = tokio::time::interval(HEDGE_CHECK);
         while hashed < self.size {
+            while let Some(i) = book.next_to_start(self.parallel) {
+                book.start(i, Instant::now());
+                let w = Work {
+                    index: i,
+                    copy: Ask::First,
+                    seg: segments[i],
+                    source: book.source[i],
+                };
+                let stream = if i == 0 { first.take() } else { None };
+                let task = self.worker(w, book.cover(i), stream, tx.clone());
+                book.handles[i].push(workers.spawn(task));
+            }
             tokio::select! {
-                Some((i, n)) = rx.recv() => done[i] = n,
+                Some(i) = rx.recv() => book.progressed(i),
                 Some(joined) = workers.join_next() => {
-                    joined.map_err(|e| fill(FillError::Storage(e.to_string())))??;
-                    if next < segments.len() {
-                        workers.spawn(self.worker(next, segments[next], None, tx.clone()));
-                        next += 1;
+                    match joined {
+                        Ok(Ok(())) => {}
+                        Err(e) if e.is_cancelled() => {}
+                        Err(e) => return Err(fill(FillError::Storage(e.to_string()))),
+                        Ok(Err(e)) => book.failed(e)?,
+                    }
+                    continue;
+                }
+                _ = tick.tick(), if self.hedge => {
+                    for i in book.slow(Instant::now()) {
+                        self.start_hedge(&mut book, &mut workers, segments[i], i, &tx);
                     }
                     continue;
                 }
             }
-            let prefix = contiguous(&segments, &done);
+            let prefix = contiguous(&segments, &book.done());
             if prefix > hashed {
                 hasher = hash_range(self.reader.clone(), hasher, hashed, prefix).await?;
                 hashed = prefix;
                 progress(hashed);
             }
         }
+        workers.abort_all();
         Ok(hasher)
     }
 
-    /// A task that fetches one segment into the file, reporting its written length.
+    /// Asks the rest of slow segment `i` of the next source, as a second copy; whichever
+    /// copy writes a byte first writes it, and the segment is done when they meet.
+    fn start_hedge(
+        &self,
+        book: &mut Book,
+        workers: &mut JoinSet<Result<()>>,
+        seg: Segment,
+        i: usize,
+        tx: &mpsc::UnboundedSender<usize>,
+    ) {
+        let cover = book.cover(i);
+        let base = cover.lock().unwrap_or_else(|p| p.into_inner()).hedge_here();
+        let source = (book.source[i] + 1) % book.sources;
+        tracing::info!(digest = %self.digest, segment = i, at = seg.start + base, source, "segment slow, asking another source for the rest");
+        Metrics::per_upstream(&self.metrics.segment_hedges, self.upstream.name(), 1);
+        book.hedged[i] = true;
+        let w = Work {
+            index: i,
+            copy: Ask::Hedge(base),
+            seg,
+            source,
+        };
+        book.handles[i].push(workers.spawn(self.worker(w, cover, None, tx.clone())));
+    }
+
+    /// A task that fetches one segment (or, for a hedge, its rest) into the file, telling
+    /// the coordinator each time it wrote.
     fn worker(
         &self,
-        index: usize,
-        seg: Segment,
+        w: Work,
+        cover: Arc<Mutex<Cover>>,
         stream: Option<BoxStream<'static, std::io::Result<Bytes>>>,
-        tx: mpsc::UnboundedSender<(usize, u64)>,
+        tx: mpsc::UnboundedSender<usize>,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
         let (upstream, repo, digest) = (
             self.upstream.clone(),
@@ -137,15 +191,21 @@ impl Segmented {
         let writer = self.writer.clone();
         async move {
             let mut stream = stream;
-            let mut written = 0u64;
+            let mut at = w.copy.base();
             let mut failures = 0;
+            let sink = Sink {
+                file: &writer,
+                cover: &cover,
+                seg: w.seg,
+                copy: w.copy,
+            };
             loop {
                 let mut s = match stream.take() {
                     Some(s) => s,
                     None => {
-                        let from = seg.start + written;
+                        let from = w.seg.start + at;
                         let dl = upstream
-                            .blob_range(&repo, &digest, from, Some(seg.end - 1))
+                            .blob_range_via(w.source, &repo, &digest, from, Some(w.seg.end - 1))
                             .await?;
                         if dl.offset != from {
                             return Err(fill(FillError::Upstream {
@@ -156,11 +216,14 @@ impl Segmented {
                         dl.stream
                     }
                 };
-                match copy_segment(&mut s, &writer, seg, &mut written, index, &tx).await {
-                    Ok(()) if written == seg.end - seg.start => return Ok(()),
-                    Ok(()) => {} // ended early: resume from `written`
+                let report = || {
+                    let _ = tx.send(w.index);
+                };
+                match copy_segment(&mut s, &sink, &mut at, &report).await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {} // ended early: resume from `at`
                     Err(e) if failures < MAX_RESUMES => {
-                        tracing::info!(%digest, segment = index, at = seg.start + written, error = %e, "segment cut, retrying it");
+                        tracing::info!(%digest, segment = w.index, at = w.seg.start + at, error = %e, "segment cut, retrying it");
                     }
                     Err(e) => {
                         return Err(fill(FillError::Cut {
@@ -172,8 +235,8 @@ impl Segmented {
                 failures += 1;
                 if failures > MAX_RESUMES {
                     return Err(fill(FillError::Short {
-                        got: written,
-                        expected: seg.end - seg.start,
+                        got: at,
+                        expected: w.seg.end - w.seg.start,
                     }));
                 }
             }
@@ -181,21 +244,38 @@ impl Segmented {
     }
 }
 
-/// Copies a segment's stream into the file at its offset until it ends (or the segment is
-/// full); a stream error is returned for a retry.
+/// What one worker fetches.
+#[derive(Clone, Copy)]
+struct Work {
+    index: usize,
+    copy: Ask,
+    seg: Segment,
+    /// The source asked first.
+    source: usize,
+}
+
+/// Where a segment's bytes are written: the file, and the segment's [`Cover`].
+struct Sink<'a> {
+    file: &'a Arc<File>,
+    cover: &'a Arc<Mutex<Cover>>,
+    seg: Segment,
+    copy: Ask,
+}
+
+/// Copies a segment's stream into the file from `at` (bytes from the segment's start) until
+/// the stream ends or the segment is complete (`Ok(true)`); a stream error is returned for a
+/// retry.
 async fn copy_segment(
     stream: &mut BoxStream<'static, std::io::Result<Bytes>>,
-    writer: &Arc<File>,
-    seg: Segment,
-    written: &mut u64,
-    index: usize,
-    tx: &mpsc::UnboundedSender<(usize, u64)>,
-) -> std::io::Result<()> {
-    let want = seg.end - seg.start;
+    sink: &Sink<'_>,
+    at: &mut u64,
+    report: &impl Fn(),
+) -> std::io::Result<bool> {
+    let want = sink.seg.end - sink.seg.start;
     loop {
         let (batch, eof, err) = next_batch(stream).await;
         let mut chunks: Vec<Bytes> = batch.into_chunks();
-        let room = want - *written;
+        let room = want - *at;
         let mut len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         if len > room {
             // More than the range asked for: keep what belongs to this segment.
@@ -203,18 +283,30 @@ async fn copy_segment(
             len = room;
         }
         if len > 0 {
-            let (w, at) = (writer.clone(), seg.start + *written);
-            tokio::task::spawn_blocking(move || write_at(&w, at, &chunks))
-                .await
-                .map_err(std::io::Error::other)??;
-            *written += len;
-            let _ = tx.send((index, *written));
+            let (file, cover) = (sink.file.clone(), sink.cover.clone());
+            let (copy, from, start) = (sink.copy, *at, sink.seg.start);
+            let complete = tokio::task::spawn_blocking(move || {
+                let mut c = cover.lock().unwrap_or_else(|p| p.into_inner());
+                c.write(copy, from, &chunks, |off, bytes| {
+                    write_at(&file, start + off, bytes)
+                })
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            *at += len;
+            report();
+            if complete {
+                return Ok(true);
+            }
         }
         if let Some(e) = err {
             return Err(e);
         }
-        if eof || *written == want {
-            return Ok(());
+        if *at == want {
+            return Ok(true);
+        }
+        if eof {
+            return Ok(false);
         }
     }
 }
@@ -232,12 +324,8 @@ fn truncate(chunks: Vec<Bytes>, mut room: u64) -> Vec<Bytes> {
     out
 }
 
-fn write_at(file: &File, mut at: u64, chunks: &[Bytes]) -> std::io::Result<()> {
-    for c in chunks {
-        file.write_all_at(c, at)?;
-        at += c.len() as u64;
-    }
-    Ok(())
+fn write_at(file: &File, at: u64, bytes: &[u8]) -> std::io::Result<()> {
+    file.write_all_at(bytes, at)
 }
 
 /// Length of the prefix of the blob that is written: whole segments in order, then the

@@ -79,12 +79,20 @@ pub struct Client {
 impl Client {
     /// Sends `op` to each endpoint in turn until one answers with success.
     pub async fn send(&self, op: &Op<'_>) -> Result<Response, UpstreamError> {
-        let last = self.endpoints.len() - 1;
-        for ep in 0..=last {
+        self.send_from(0, op).await
+    }
+
+    /// Sends `op` to endpoint `first` (modulo their number), then to the ones after it in
+    /// turn, wrapping around, until one answers with success: segments of one blob spread
+    /// over the mirrors and the registry this way, and each still falls back to the others.
+    pub async fn send_from(&self, first: usize, op: &Op<'_>) -> Result<Response, UpstreamError> {
+        let n = self.endpoints.len();
+        for step in 0..n {
+            let ep = (first + step) % n;
             match self.send_to(ep, op).await {
                 Ok(resp) => return Ok(resp),
-                Err(e) if ep < last => {
-                    tracing::debug!(upstream = %self.name, endpoint = %self.endpoints[ep].origin, error = %e, "mirror failed, trying next endpoint");
+                Err(e) if step + 1 < n => {
+                    tracing::debug!(upstream = %self.name, endpoint = %self.endpoints[ep].origin, error = %e, "endpoint failed, trying the next one");
                 }
                 Err(e) => return Err(e),
             }

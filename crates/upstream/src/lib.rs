@@ -202,6 +202,24 @@ impl Upstream {
         from: u64,
         to: Option<u64>,
     ) -> Result<BlobDownload> {
+        self.blob_range_via(0, repo, digest, from, to).await
+    }
+
+    /// Places a blob can be fetched from: the mirrors, then the registry itself.
+    pub fn sources(&self) -> usize {
+        self.client.endpoints.len()
+    }
+
+    /// [`Upstream::blob_range`] asked of source `source` first (see [`Upstream::sources`]),
+    /// falling back to the others in turn.
+    pub async fn blob_range_via(
+        &self,
+        source: usize,
+        repo: &RepoName,
+        digest: &Digest,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<BlobDownload> {
         let op = Op {
             method: Method::GET,
             tail: format!("{repo}/blobs/{digest}"),
@@ -212,7 +230,7 @@ impl Upstream {
             range_to: to,
             timeout: None,
         };
-        let resp = self.client.send(&op).await?;
+        let resp = self.client.send_from(source, &op).await?;
         let (size, offset) = blob_extent(&resp, from);
         let partial = resp.status() == StatusCode::PARTIAL_CONTENT
             && matches!((to, size), (Some(t), Some(s)) if t + 1 < s);

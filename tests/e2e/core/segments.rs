@@ -17,6 +17,12 @@ fn upstream_with_blob(seed: u64) -> (FaultyUpstream, String) {
     (up, d)
 }
 
+/// Turns hedging off, for tests that hold a segment back on purpose (hedging would ask it
+/// again and finish early).
+fn no_hedges(b: FerryBuilder) -> FerryBuilder {
+    b.set_path(&["upstreams", "docker.io", "segments", "hedge"], false)
+}
+
 fn get_blob(ferry: &Ferry, d: &str) -> http::RawResponse {
     http::raw_get(&ferry.host(), &format!("/v2/lib/big/blobs/{d}")).expect("blob GET")
 }
@@ -109,7 +115,7 @@ fn a_client_follows_a_download_whose_segments_finish_out_of_order() {
     let (up, d) = upstream_with_blob(55);
     // The first segment's body starts 2 s late: the later segments land first.
     up.add_rule(Rule::blob(&d, Fault::DelayBody(Duration::from_secs(2))).times(1));
-    let ferry = Ferry::builder().upstream("docker.io", &up).start();
+    let ferry = no_hedges(Ferry::builder().upstream("docker.io", &up)).start();
     let started = Instant::now();
     let r = get_blob(&ferry, &d);
     assert!(started.elapsed() >= Duration::from_secs(2));
@@ -130,7 +136,7 @@ fn a_cold_range_is_forwarded_upstream_at_once() {
     let (up, d) = upstream_with_blob(56);
     // The download's first segment stalls: the written prefix stays at 1 MiB.
     up.add_rule(Rule::blob(&d, Fault::StallAfter(MIB)).times(1));
-    let ferry = Ferry::builder().upstream("docker.io", &up).start();
+    let ferry = no_hedges(Ferry::builder().upstream("docker.io", &up)).start();
     let path = format!("/v2/lib/big/blobs/{d}");
     let first = {
         let (host, p) = (ferry.host(), path.clone());
@@ -191,4 +197,56 @@ fn with_cold_ranges_wait_a_range_follows_the_download() {
     assert_eq!(r.body, pattern_bytes(57, 100, 100));
     assert!(!ranges_asked(&up, &d).contains(&"bytes=100-199".to_owned()));
     assert_eq!(sha256_digest(&first.join().unwrap().unwrap().body), d);
+}
+
+/// Segments spread over the upstream's mirror and the registry itself; the mirror stalls
+/// every blob body after 1 MiB, so the segments asked of it are hedged to the registry once
+/// the registry's segments set the pace. The blob arrives whole and verified, is cached once,
+/// and `ferry_segment_hedges_total` counts the hedges.
+#[test]
+fn slow_segments_are_hedged_to_another_source() {
+    let healthy = FaultyUpstream::start();
+    let d = healthy.add_pattern_blob(61, SIZE);
+    let stalled = FaultyUpstream::start();
+    assert_eq!(stalled.add_pattern_blob(61, SIZE), d);
+    stalled.add_rule(Rule::blobs(Fault::StallAfter(MIB)));
+    let ferry = Ferry::builder()
+        .upstream_with(
+            "docker.io",
+            &healthy,
+            serde_json::json!({"mirrors": [stalled.url()]}),
+        )
+        .start();
+    let r = get_blob(&ferry, &d);
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_digest(&r.body), d);
+    let asked_stalled = ranges_asked(&stalled, &d);
+    assert!(
+        asked_stalled.iter().any(|r| r.ends_with("-16777215"))
+            && asked_stalled.iter().any(|r| r.ends_with("-33554431")),
+        "segments 0 and 2 were asked of the mirror first: {asked_stalled:?}"
+    );
+    let asked_healthy = ranges_asked(&healthy, &d);
+    for end in ["-16777215", "-33554431"] {
+        assert!(
+            asked_healthy.iter().any(|r| r.ends_with(end)
+                && !r.starts_with("bytes=0-")
+                && r != "bytes=16777216-33554431"),
+            "the stalled segment ending {end} was hedged from where it stopped: {asked_healthy:?}"
+        );
+    }
+    let hedges = metrics::Scrape::of(&ferry.host())
+        .sum("ferry_segment_hedges_total", &[("upstream", "docker.io")]);
+    assert!(hedges >= 2.0, "hedges counted: {hedges}");
+    wait_until(Duration::from_secs(10), "the blob cached", || {
+        is_cached(&ferry, &d)
+    });
+    stalled.release_stalls();
+    let before = healthy.blob_gets(&d) + stalled.blob_gets(&d);
+    assert_eq!(sha256_digest(&get_blob(&ferry, &d).body), d);
+    assert_eq!(
+        healthy.blob_gets(&d) + stalled.blob_gets(&d),
+        before,
+        "served from the cache"
+    );
 }
