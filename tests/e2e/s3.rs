@@ -485,9 +485,10 @@ fn a_dead_replicas_download_is_taken_over_within_seconds() {
     assert_eq!(up.blob_gets(&d), 2, "b downloaded it itself");
 }
 
-/// A hung store (SIGSTOP) fails a cached blob's request within `storage.s3.fail_within`,
-/// the next requests fail at once, `/readyz` says not ready and no redirect to the dead store
-/// is handed out; once the store answers again, everything is served as before.
+/// With `storage.unavailable: fail`, a hung store (SIGSTOP) fails a cached blob's request
+/// within `storage.s3.fail_within`, the next requests fail at once, `/readyz` says not ready
+/// and no redirect to the dead store is handed out; once the store answers again, everything
+/// is served as before.
 #[test]
 fn a_hung_store_fails_fast_and_is_not_redirected_to() {
     let Some(s3) = S3::start_or_skip() else {
@@ -500,6 +501,7 @@ fn a_hung_store_fails_fast_and_is_not_redirected_to() {
         &upstream,
         json!({"redirect": true, "fail_within": "2s"}),
     )
+    .set("storage.unavailable", "fail")
     .start();
     pull_all(
         &format!("docker://{}/docker.io/library/hung:1", ferry.host()),
@@ -550,4 +552,74 @@ fn a_hung_store_fails_fast_and_is_not_redirected_to() {
         raw_get(&ferry.host(), &path).unwrap().status == 307
     });
     assert_eq!(raw_get(&ferry.host(), "/readyz").unwrap().status, 200);
+}
+
+/// With the default `storage.unavailable: upstream`, a hung store (SIGSTOP) does not stop the
+/// mirror: within `fail_within` a cached blob is served by ferry itself from the upstream
+/// (200 with the right bytes, not a redirect to the dead store), the next requests at once,
+/// whole pulls of a cached and of a never-cached image succeed, and `/readyz` stays 200 while
+/// saying it is degraded. Once the store answers, redirects come back.
+#[test]
+fn with_the_store_hung_ferry_serves_blobs_itself_from_the_upstream() {
+    let Some(s3) = S3::start_or_skip() else {
+        return;
+    };
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::single(), "library/hung:1");
+    let fresh = push_fixture(&upstream, Fixture::multi(), "library/fresh:1");
+    let ferry = ferry_on(
+        &s3,
+        &upstream,
+        json!({"redirect": true, "fail_within": "2s"}),
+    )
+    .start();
+    let cached = format!("docker://{}/docker.io/library/hung:1", ferry.host());
+    pull_all(&cached, &image);
+    let blob = image.largest_blob();
+    let path = blob_path("library/hung", &blob.digest);
+    wait_until(
+        Duration::from_secs(10),
+        "a redirect for the cached blob",
+        || raw_get(&ferry.host(), &path).unwrap().status == 307,
+    );
+
+    s3.pause();
+    std::thread::sleep(Duration::from_millis(2500));
+    let started = Instant::now();
+    let first = raw_get(&ferry.host(), &path).unwrap();
+    let took = started.elapsed();
+    assert_eq!(first.status, 200, "served by ferry: {}", first.text());
+    assert_eq!(sha256_digest(&first.body), blob.digest);
+    assert!(
+        took < Duration::from_secs(5),
+        "the first request took {took:?}"
+    );
+    let started = Instant::now();
+    let next = raw_get(&ferry.host(), &path).unwrap();
+    assert_eq!(next.status, 200);
+    assert_eq!(sha256_digest(&next.body), blob.digest);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the breaker is open: {:?}",
+        started.elapsed()
+    );
+    let ready = raw_get(&ferry.host(), "/readyz").unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert!(ready.text().contains("degraded"), "{}", ready.text());
+    pull_all(&cached, &image);
+    pull_all(
+        &format!("docker://{}/docker.io/library/fresh:1", ferry.host()),
+        &fresh,
+    );
+    assert!(
+        ferry
+            .log()
+            .contains("serving the blob from the upstream, uncached"),
+        "the bypass is logged"
+    );
+
+    s3.resume();
+    wait_until(Duration::from_secs(20), "redirects again", || {
+        raw_get(&ferry.host(), &path).unwrap().status == 307
+    });
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, ColdRanges, KeepDeleted, Revalidate};
 pub use server::{LogConfig, LogFormat, RedisConfig, ServerConfig, SyncConfig, TlsConfig};
-pub use storage::{FsConfig, LocalCacheConfig, S3Config, StorageConfig};
+pub use storage::{FsConfig, LocalCacheConfig, S3Config, StorageConfig, Unavailable};
 pub use units::{ByteSize, Dur, Secret};
 pub use upstream::{Account, SegmentsConfig, UpstreamConfig};
 pub use validate::{ConfigError, ConfigErrors};

@@ -23,6 +23,20 @@ pub struct StorageConfig {
     pub spool_dir: Option<PathBuf>,
     /// With an object store: a local-disk tier that keeps recently served blobs.
     pub local_cache: Option<LocalCacheConfig>,
+    /// What a blob request does when the store fails (a hung or dead object store, a broken
+    /// disk): `upstream` streams the blob from the upstream, uncached; `fail` answers 503.
+    pub unavailable: Unavailable,
+}
+
+/// `storage.unavailable`: a blob request while the store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unavailable {
+    /// Stream the blob from the upstream (verified, not cached).
+    #[default]
+    Upstream,
+    /// Answer `503 UNAVAILABLE`.
+    Fail,
 }
 
 impl Default for StorageConfig {
@@ -33,6 +47,7 @@ impl Default for StorageConfig {
             max_size: ByteSize(100 << 30),
             spool_dir: None,
             local_cache: None,
+            unavailable: Unavailable::Upstream,
         }
     }
 }

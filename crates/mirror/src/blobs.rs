@@ -33,7 +33,7 @@ pub struct BlobAnswer {
     pub outcome: Outcome,
 }
 
-fn parse_range(header: Option<&str>, size: u64) -> Result<Option<ByteRange>> {
+pub(crate) fn parse_range(header: Option<&str>, size: u64) -> Result<Option<ByteRange>> {
     header
         .map(|h| range::parse(h, size))
         .transpose()
@@ -46,7 +46,7 @@ fn parse_range(header: Option<&str>, size: u64) -> Result<Option<ByteRange>> {
         })
 }
 
-fn extent(range: Option<ByteRange>, size: u64) -> (u64, u64) {
+pub(crate) fn extent(range: Option<ByteRange>, size: u64) -> (u64, u64) {
     range.map_or((0, size), |r| (r.start, r.len()))
 }
 
@@ -66,7 +66,25 @@ impl Mirror {
     /// a presigned URL when the store can sign one. The blob is served only when the
     /// repository is known to hold it (see [`crate::links`]): a cached blob the repository has
     /// no link for is confirmed with one upstream `HEAD` first.
+    /// When the store fails, the blob comes from the upstream, uncached
+    /// (`storage.unavailable`, see [`crate::store_down`]).
     pub async fn blob(
+        &self,
+        t: &Target,
+        d: &Digest,
+        range_header: Option<&str>,
+        redirect: bool,
+    ) -> Result<BlobAnswer> {
+        match self.blob_via_cache(t, d, range_header, redirect).await {
+            Err(e) if self.bypasses_store(&e) => {
+                tracing::warn!(digest = %d, error = %e, "the store failed: serving the blob from the upstream, uncached");
+                self.blob_past_store(t, d, range_header).await
+            }
+            r => r,
+        }
+    }
+
+    async fn blob_via_cache(
         &self,
         t: &Target,
         d: &Digest,
@@ -287,6 +305,13 @@ impl Mirror {
     /// `HEAD`, which also gives the size); otherwise the upstream is asked only when the blob is
     /// neither stored nor downloading.
     pub async fn blob_head(&self, t: &Target, d: &Digest) -> Result<(u64, Outcome)> {
+        match self.blob_head_via_cache(t, d).await {
+            Err(e) if self.bypasses_store(&e) => self.blob_head_past_store(t, d).await,
+            r => r,
+        }
+    }
+
+    async fn blob_head_via_cache(&self, t: &Target, d: &Digest) -> Result<(u64, Outcome)> {
         let known = self.is_linked(&t.name, &t.repo, d).await?;
         let confirmed = match known {
             true => None,
@@ -352,7 +377,7 @@ fn with_digest(e: MirrorError, d: &Digest) -> MirrorError {
 }
 
 /// The first `len` bytes of `stream` (an upstream may send past the range's end).
-fn limit(stream: ByteStream, len: u64) -> ByteStream {
+pub(crate) fn limit(stream: ByteStream, len: u64) -> ByteStream {
     use futures_util::StreamExt;
     stream
         .scan(len, |left, item| {

@@ -39,6 +39,7 @@ pub mod route;
 pub(crate) mod segments;
 pub mod single_flight;
 pub mod spool_writer;
+mod store_down;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +75,8 @@ pub enum Outcome {
     Revalidated,
     /// From the cache because the upstream failed.
     Stale,
+    /// From the upstream past a failing store, not cached (`storage.unavailable: upstream`).
+    Bypass,
 }
 
 impl Outcome {
@@ -84,12 +87,13 @@ impl Outcome {
             Outcome::Miss => "miss",
             Outcome::Revalidated => "revalidated",
             Outcome::Stale => "stale",
+            Outcome::Bypass => "bypass",
         }
     }
 
     /// Whether the answer cost no content download from the upstream.
     pub fn is_hit(self) -> bool {
-        !matches!(self, Outcome::Miss)
+        !matches!(self, Outcome::Miss | Outcome::Bypass)
     }
 }
 
@@ -124,6 +128,8 @@ struct Settings {
     redirect_ttl: Option<Duration>,
     /// `cache.cold_ranges: forward`.
     forward_cold_ranges: bool,
+    /// `storage.unavailable: upstream`.
+    upstream_when_store_fails: bool,
 }
 
 impl Settings {
@@ -134,6 +140,8 @@ impl Settings {
             policy: policy::Policy::new(config),
             fill_timeout: config.cache.fill_timeout.0,
             forward_cold_ranges: config.cache.cold_ranges == ferry_config::ColdRanges::Forward,
+            upstream_when_store_fails: config.storage.unavailable
+                == ferry_config::Unavailable::Upstream,
             redirect_ttl: config
                 .storage
                 .s3

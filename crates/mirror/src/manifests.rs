@@ -46,7 +46,7 @@ pub struct ManifestAnswer {
 }
 
 impl ManifestAnswer {
-    fn new((manifest, outcome): (Arc<CachedManifest>, Outcome)) -> Self {
+    pub(crate) fn new((manifest, outcome): (Arc<CachedManifest>, Outcome)) -> Self {
         ManifestAnswer {
             manifest,
             outcome,
@@ -121,7 +121,14 @@ impl Mirror {
         let answer = match reference {
             Reference::Digest(d) => self.manifest_by_digest(t, d).await,
             Reference::Tag(tag) => self.manifest_by_tag(t, tag).await,
-        }?;
+        };
+        let answer = match answer {
+            Err(e) if self.bypasses_store(&e) => {
+                tracing::warn!(%reference, error = %e, "the store failed: serving the manifest from the upstream, uncached");
+                return self.manifest_past_store(t, reference).await;
+            }
+            r => r?,
+        };
         self.adopt(&t.name, &t.repo, answer.manifest.clone()).await;
         self.inner
             .metrics

@@ -176,6 +176,10 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         Err(e) => {
             // The detail (a store URL, a bucket, a path) is for the log, not for whoever asks.
             tracing::warn!(error = %e, "readiness check failed");
+            if app.mirror.serves_past_failing_store() {
+                let msg = "ready, degraded: the cache storage is failing; blobs and manifests come from the upstreams, uncached (details in ferry's log)\n";
+                return (StatusCode::OK, msg).into_response();
+            }
             let msg = "not ready: the cache storage is not writable (details in ferry's log)\n";
             (StatusCode::SERVICE_UNAVAILABLE, msg).into_response()
         }

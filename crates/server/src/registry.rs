@@ -207,7 +207,13 @@ async fn manifest(
     mut grant: Grant,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
-    if app.mirror.manifest_needs_upstream(t, r).await? {
+    // A store that fails cannot say: the engine then goes upstream (storage.unavailable).
+    if app
+        .mirror
+        .manifest_needs_upstream(t, r)
+        .await
+        .unwrap_or(true)
+    {
         grant.miss_allowed().map_err(|e| refused(app, e))?;
     }
     let a = app.mirror.manifest(t, r).await?;
