@@ -11,7 +11,7 @@ use ferry_storage::{ByteStream, ChunkReader, FillError};
 use crate::error::{MirrorError, Result};
 use crate::fill::{Fill, FillContext, Joined, Started};
 use crate::links::Kind;
-use crate::{Mirror, Outcome, Target};
+use crate::{Delivery, Mirror, MissGate, Outcome, Target};
 
 /// How a blob's bytes reach the client.
 pub enum BlobBody {
@@ -62,16 +62,18 @@ impl Mirror {
         self.inner.index.contains(d)
     }
 
-    /// A blob, or the `Range` of it named by `range_header`. `redirect` allows answering with
-    /// a presigned URL when the store can sign one. The blob is served only when the
-    /// repository is known to hold it (see [`crate::links`]): a cached blob the repository has
-    /// no link for is confirmed with one upstream `HEAD` first.
+    /// A blob, or the `Range` of it named by `range_header`, delivered as `delivery` allows.
+    /// The blob is served only when the repository is known to hold it (see [`crate::links`]):
+    /// a cached blob the repository has no link for is confirmed with one upstream `HEAD`
+    /// first. `gate` is asked before a download of the blob is started (not for a stored
+    /// blob, nor to join a download in flight).
     pub async fn blob(
         &self,
         t: &Target,
         d: &Digest,
         range_header: Option<&str>,
-        redirect: bool,
+        delivery: Delivery,
+        gate: &dyn MissGate,
     ) -> Result<BlobAnswer> {
         let known = self.is_linked(&t.name, &t.repo, d).await?;
         let mut confirmed = known;
@@ -79,7 +81,7 @@ impl Mirror {
             self.confirm(t, d, Kind::Blob).await?;
             confirmed = true;
         }
-        if let Some(mut a) = self.stored_blob(d, range_header, redirect).await? {
+        if let Some(mut a) = self.stored_blob(d, range_header, delivery).await? {
             if !confirmed && !self.is_linked(&t.name, &t.repo, d).await? {
                 // Stored since the check above, by a download through another repository.
                 self.confirm(t, d, Kind::Blob).await?;
@@ -89,6 +91,9 @@ impl Mirror {
             }
             self.inner.metrics.cache(&t.name, "blob", true);
             return Ok(a);
+        }
+        if self.inner.fills.get(&t.name, d).is_none() {
+            gate.admit_miss().await?;
         }
         let answer = self.fill_blob(t, d, range_header, confirmed).await?;
         self.inner
@@ -134,7 +139,7 @@ impl Mirror {
                     self.confirm(t, d, Kind::Blob).await?;
                 }
                 return self
-                    .stored_blob(d, range_header, false)
+                    .stored_blob(d, range_header, Delivery::Stream)
                     .await?
                     .ok_or_else(|| MirrorError::Fill {
                         digest: d.to_string(),
@@ -247,14 +252,15 @@ impl Mirror {
         &self,
         d: &Digest,
         range_header: Option<&str>,
-        redirect: bool,
+        delivery: Delivery,
     ) -> Result<Option<BlobAnswer>> {
         let store = &self.inner.store;
         let Some(size) = self.stored_size(d).await? else {
             return Ok(None);
         };
         let range = parse_range(range_header, size)?;
-        if let Some(ttl) = self.settings().redirect_ttl.filter(|_| redirect)
+        let may_redirect = delivery == Delivery::MayRedirect;
+        if let Some(ttl) = self.settings().redirect_ttl.filter(|_| may_redirect)
             && let Some(url) = store.presign(d, ttl).await?
         {
             self.inner.index.touch(d);

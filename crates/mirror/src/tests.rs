@@ -13,6 +13,7 @@ use http::StatusCode;
 use super::*;
 
 mod fake;
+mod gate;
 mod links;
 mod revalidate;
 
@@ -31,9 +32,13 @@ async fn fifty_concurrent_misses_cause_one_upstream_get() {
             if i >= 25 {
                 tokio::time::sleep(Duration::from_millis(100)).await; // join halfway through
             }
-            read_all(m.blob(&t, &d, None, false).await.unwrap())
-                .await
-                .unwrap()
+            read_all(
+                m.blob(&t, &d, None, Delivery::Stream, &Ungated)
+                    .await
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
         }));
     }
     for task in tasks {
@@ -52,7 +57,11 @@ async fn fifty_concurrent_misses_cause_one_upstream_get() {
     // Now cached (once the store has it: readers may get the last byte before the fsync, see
     // fill::RELEASE_AFTER): no further upstream request.
     assert!(env.mirror.settle_blob(&d).await);
-    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let a = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(a.outcome, Outcome::Hit);
     assert!(read_all(a).await.unwrap() == data);
     assert_eq!(env.fake.hits("GET", &d.to_string()), 1);
@@ -66,7 +75,11 @@ async fn first_bytes_arrive_before_the_download_ends() {
     let (d, _) = add_blob(&env.fake, 20 * 64 * 1024, 2); // ~1 s upstream transfer
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let start = std::time::Instant::now();
-    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let a = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     let BlobBody::Stream(mut s) = a.body else {
         panic!()
     };
@@ -84,7 +97,11 @@ async fn a_wrong_digest_is_never_cached() {
     *env.fake.corrupt.lock().unwrap() = true;
     let (d, data) = add_blob(&env.fake, 200_000, 3);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
-    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let a = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     let err = read_all(a).await.unwrap_err();
     assert!(err.to_string().contains("digest mismatch"), "{err}");
     assert_eq!(
@@ -98,7 +115,11 @@ async fn a_wrong_digest_is_never_cached() {
     );
     assert!(spool_is_empty(&env.root), "spool cleaned up");
     *env.fake.corrupt.lock().unwrap() = false;
-    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let a = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert!(
         read_all(a).await.unwrap() == data,
         "the next request fetches again"
@@ -114,7 +135,11 @@ async fn a_cut_download_resumes_with_a_range_request() {
     *env.fake.slow.lock().unwrap() = Duration::from_millis(2);
     let (d, data) = add_blob(&env.fake, 1024 * 1024, 4);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
-    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let a = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert!(read_all(a).await.unwrap() == data);
     assert_eq!(env.fake.ranges.load(Ordering::SeqCst), 2, "resumed twice");
     assert!(env.mirror.settle_blob(&d).await);
@@ -128,7 +153,7 @@ async fn ranges_on_cold_and_cached_blobs() {
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let cold = env
         .mirror
-        .blob(&t, &d, Some("bytes=1000-1999"), false)
+        .blob(&t, &d, Some("bytes=1000-1999"), Delivery::Stream, &Ungated)
         .await
         .unwrap();
     assert_eq!(cold.range.unwrap().len(), 1000);
@@ -136,12 +161,15 @@ async fn ranges_on_cold_and_cached_blobs() {
     assert!(env.mirror.settle_blob(&d).await);
     let warm = env
         .mirror
-        .blob(&t, &d, Some("bytes=-10"), false)
+        .blob(&t, &d, Some("bytes=-10"), Delivery::Stream, &Ungated)
         .await
         .unwrap();
     assert_eq!(warm.outcome, Outcome::Hit);
     assert_eq!(read_all(warm).await.unwrap(), &data[data.len() - 10..]);
-    let bad = env.mirror.blob(&t, &d, Some("bytes=200000-"), false).await;
+    let bad = env
+        .mirror
+        .blob(&t, &d, Some("bytes=200000-"), Delivery::Stream, &Ungated)
+        .await;
     assert!(matches!(bad, Err(MirrorError::Range { size: 100_000, .. })));
 }
 
@@ -150,7 +178,12 @@ async fn unknown_blobs_are_upstream_not_found() {
     let env = env_with("").await;
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let d = Digest::sha256_of(b"nope");
-    let err = env.mirror.blob(&t, &d, None, false).await.err().unwrap();
+    let err = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .err()
+        .unwrap();
     assert!(
         matches!(
             err,
@@ -169,7 +202,7 @@ async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
     let d = add_manifest(&env.fake, "v1", MANIFEST);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("v1").unwrap();
-    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!((a.outcome, &a.manifest.digest), (Outcome::Miss, &d));
     assert_eq!(
         a.manifest.bytes,
@@ -177,12 +210,16 @@ async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
         "the upstream's exact bytes"
     );
     assert_eq!(
-        env.mirror.manifest(&t, &tag).await.unwrap().outcome,
+        env.mirror
+            .manifest(&t, &tag, &Ungated)
+            .await
+            .unwrap()
+            .outcome,
         Outcome::Hit
     );
     assert_eq!(
         env.mirror
-            .manifest(&t, &Reference::Digest(d.clone()))
+            .manifest(&t, &Reference::Digest(d.clone()), &Ungated)
             .await
             .unwrap()
             .outcome,
@@ -191,7 +228,11 @@ async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
     assert_eq!(env.fake.hits("GET", "/manifests/v1"), 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        env.mirror.manifest(&t, &tag).await.unwrap().outcome,
+        env.mirror
+            .manifest(&t, &tag, &Ungated)
+            .await
+            .unwrap()
+            .outcome,
         Outcome::Revalidated
     );
     assert_eq!(
@@ -208,7 +249,7 @@ async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
         &MANIFEST.replace("\"layers\":[]", "\"layers\":[] "),
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!((a.outcome, &a.manifest.digest), (Outcome::Miss, &d2));
 }
 
@@ -218,7 +259,7 @@ async fn stale_tags_are_served_when_the_upstream_fails() {
     let d = add_manifest(&env.fake, "latest", MANIFEST);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("latest").unwrap();
-    env.mirror.manifest(&t, &tag).await.unwrap();
+    env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for status in [
         StatusCode::TOO_MANY_REQUESTS,
@@ -226,7 +267,7 @@ async fn stale_tags_are_served_when_the_upstream_fails() {
         StatusCode::SERVICE_UNAVAILABLE,
     ] {
         *env.fake.down.lock().unwrap() = Some(status);
-        let a = env.mirror.manifest(&t, &tag).await.unwrap();
+        let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
         assert_eq!(
             (a.outcome, &a.manifest.digest),
             (Outcome::Stale, &d),
@@ -236,7 +277,7 @@ async fn stale_tags_are_served_when_the_upstream_fails() {
     // A tag never seen cannot be served stale.
     let err = env
         .mirror
-        .manifest(&t, &Reference::parse("other").unwrap())
+        .manifest(&t, &Reference::parse("other").unwrap(), &Ungated)
         .await
         .unwrap_err();
     assert!(matches!(err, MirrorError::Upstream(u) if u.is_transient()));
@@ -248,13 +289,17 @@ async fn not_found_is_remembered_briefly() {
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("missing").unwrap();
     for _ in 0..3 {
-        assert!(env.mirror.manifest(&t, &tag).await.is_err());
+        assert!(env.mirror.manifest(&t, &tag, &Ungated).await.is_err());
     }
     assert_eq!(env.fake.hits("GET", "/manifests/missing"), 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     add_manifest(&env.fake, "missing", MANIFEST);
     assert_eq!(
-        env.mirror.manifest(&t, &tag).await.unwrap().outcome,
+        env.mirror
+            .manifest(&t, &tag, &Ungated)
+            .await
+            .unwrap()
+            .outcome,
         Outcome::Miss
     );
 }
@@ -264,9 +309,14 @@ async fn the_blob_index_survives_a_restart() {
     let env = env_with("").await;
     let (d, _) = add_blob(&env.fake, 1000, 9);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
-    read_all(env.mirror.blob(&t, &d, None, false).await.unwrap())
-        .await
-        .unwrap();
+    read_all(
+        env.mirror
+            .blob(&t, &d, None, Delivery::Stream, &Ungated)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(env.mirror.settle_blob(&d).await);
     let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(&env.root).unwrap());
     let config = Config::from_yaml(
@@ -278,7 +328,10 @@ async fn the_blob_index_survives_a_restart() {
         .await
         .unwrap();
     let t = again.resolve("org/app", None, None).unwrap();
-    let a = again.blob(&t, &d, None, false).await.unwrap();
+    let a = again
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(
         a.outcome,
         Outcome::Hit,
@@ -362,9 +415,14 @@ async fn a_slow_store_releases_readers_early_and_settle_waits_for_it() {
     let t = mirror.resolve("org/app", None, None).unwrap();
 
     let start = std::time::Instant::now();
-    let got = read_all(mirror.blob(&t, &d, None, false).await.unwrap())
-        .await
-        .unwrap();
+    let got = read_all(
+        mirror
+            .blob(&t, &d, None, Delivery::Stream, &Ungated)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     let drained = start.elapsed();
     assert!(got == data);
     assert!(
@@ -388,7 +446,11 @@ async fn shutdown_ends_downloads_in_flight_and_leaves_nothing_behind() {
     *env.fake.slow.lock().unwrap() = Duration::from_millis(200);
     let (d, _) = add_blob(&env.fake, 64 * 64 * 1024, 9); // ~13 s upstream transfer
     let t = env.mirror.resolve("org/app", None, None).unwrap();
-    let answer = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let answer = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(env.mirror.inflight(), 1);
     let started = std::time::Instant::now();
     env.mirror.shutdown().await;

@@ -181,6 +181,8 @@ pub(crate) struct Env {
     pub(crate) mirror: Mirror,
     pub(crate) _dir: tempfile::TempDir,
     pub(crate) root: std::path::PathBuf,
+    /// The config the engine started with (to start another over the same store).
+    pub(crate) config: String,
 }
 
 pub(crate) async fn env_with(extra: &str) -> Env {
@@ -210,6 +212,7 @@ pub(crate) async fn env_with_store(
         mirror,
         _dir: dir,
         root,
+        config: text,
     }
 }
 
