@@ -406,11 +406,8 @@ fn credentials_can_come_from_the_usual_aws_variables() {
     let ferry = ferry_on(&s3, &upstream, json!({}))
         .unset("storage.s3.access_key_id")
         .unset("storage.s3.secret_access_key")
-        .env("AWS_ACCESS_KEY_ID", ferry_storage::testserver::ACCESS_KEY)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            ferry_storage::testserver::SECRET_KEY,
-        )
+        .env("AWS_ACCESS_KEY_ID", ferry_testkit::s3::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", ferry_testkit::s3::SECRET_KEY)
         .start();
     pull_all(
         &format!("docker://{}/docker.io/library/creds:1", ferry.host()),

@@ -22,7 +22,7 @@ use fake::*;
 #[tokio::test]
 async fn fifty_concurrent_misses_cause_one_upstream_get() {
     let env = env_with("").await;
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(5);
+    env.fake.set_slow(Duration::from_millis(5));
     let (d, data) = add_blob(&env.fake, 3 * 1024 * 1024, 1);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let mut tasks = Vec::new();
@@ -71,7 +71,7 @@ async fn fifty_concurrent_misses_cause_one_upstream_get() {
 #[tokio::test]
 async fn first_bytes_arrive_before_the_download_ends() {
     let env = env_with("").await;
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(50);
+    env.fake.set_slow(Duration::from_millis(50));
     let (d, _) = add_blob(&env.fake, 20 * 64 * 1024, 2); // ~1 s upstream transfer
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let start = std::time::Instant::now();
@@ -94,7 +94,7 @@ async fn first_bytes_arrive_before_the_download_ends() {
 #[tokio::test]
 async fn a_wrong_digest_is_never_cached() {
     let env = env_with("").await;
-    *env.fake.corrupt.lock().unwrap() = true;
+    env.fake.set_corrupt(true);
     let (d, data) = add_blob(&env.fake, 200_000, 3);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let a = env
@@ -114,7 +114,7 @@ async fn a_wrong_digest_is_never_cached() {
         "nothing stored"
     );
     assert!(spool_is_empty(&env.root), "spool cleaned up");
-    *env.fake.corrupt.lock().unwrap() = false;
+    env.fake.set_corrupt(false);
     let a = env
         .mirror
         .blob(&t, &d, None, Delivery::Stream, &Ungated)
@@ -130,9 +130,9 @@ async fn a_wrong_digest_is_never_cached() {
 #[tokio::test]
 async fn a_cut_download_resumes_with_a_range_request() {
     let env = env_with("").await;
-    *env.fake.cut.lock().unwrap() = Some((300 * 1024, 2));
+    env.fake.set_cut(300 * 1024, 2);
     // Slow enough that the response head is flushed before the cut, as in a real mid-body cut.
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(2);
+    env.fake.set_slow(Duration::from_millis(2));
     let (d, data) = add_blob(&env.fake, 1024 * 1024, 4);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let a = env
@@ -141,7 +141,7 @@ async fn a_cut_download_resumes_with_a_range_request() {
         .await
         .unwrap();
     assert!(read_all(a).await.unwrap() == data);
-    assert_eq!(env.fake.ranges.load(Ordering::SeqCst), 2, "resumed twice");
+    assert_eq!(env.fake.ranges(), 2, "resumed twice");
     assert!(env.mirror.settle_blob(&d).await);
     assert!(env.mirror.store().stat(&d).await.unwrap().is_some());
 }
@@ -266,7 +266,7 @@ async fn stale_tags_are_served_when_the_upstream_fails() {
         StatusCode::BAD_GATEWAY,
         StatusCode::SERVICE_UNAVAILABLE,
     ] {
-        *env.fake.down.lock().unwrap() = Some(status);
+        env.fake.set_down(Some(status));
         let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
         assert_eq!(
             (a.outcome, &a.manifest.digest),
@@ -443,7 +443,7 @@ async fn a_slow_store_releases_readers_early_and_settle_waits_for_it() {
 #[tokio::test]
 async fn shutdown_ends_downloads_in_flight_and_leaves_nothing_behind() {
     let env = env_with("").await;
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(200);
+    env.fake.set_slow(Duration::from_millis(200));
     let (d, _) = add_blob(&env.fake, 64 * 64 * 1024, 9); // ~13 s upstream transfer
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let answer = env

@@ -118,7 +118,7 @@ async fn a_refused_miss_fetches_nothing() {
 #[tokio::test]
 async fn joining_a_download_in_flight_is_no_new_miss() {
     let env = env_with("").await;
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(20);
+    env.fake.set_slow(Duration::from_millis(20));
     let (d, data) = add_blob(&env.fake, 1024 * 1024, 5);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let first = env

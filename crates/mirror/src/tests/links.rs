@@ -18,8 +18,7 @@ use crate::meta::{self, ManifestMeta, TagEntry};
 use crate::{Delivery, MirrorError, Outcome, Target, Ungated};
 
 fn only_in(fake: &Fake, d: &Digest, repos: &[&str]) {
-    let repos = repos.iter().map(|r| r.to_string()).collect();
-    fake.only_in.lock().unwrap().insert(d.to_string(), repos);
+    fake.hold_only_in(&d.to_string(), repos);
 }
 
 fn target(env: &Env, repo: &str) -> Target {
@@ -217,7 +216,7 @@ async fn an_upstream_that_cannot_confirm_refuses_instead_of_leaking() {
     .await
     .unwrap();
     assert!(env.mirror.settle_blob(&d).await);
-    *env.fake.down.lock().unwrap() = Some(StatusCode::SERVICE_UNAVAILABLE);
+    env.fake.set_down(Some(StatusCode::SERVICE_UNAVAILABLE));
     let err = env
         .mirror
         .blob(&other, &d, None, Delivery::Stream, &Ungated)
@@ -235,7 +234,7 @@ async fn an_upstream_that_cannot_confirm_refuses_instead_of_leaking() {
         .unwrap();
     assert_eq!(hit.outcome, Outcome::Hit, "a known link needs no upstream");
     // A failure is not remembered as "not found": once the upstream is back, it decides.
-    *env.fake.down.lock().unwrap() = None;
+    env.fake.set_down(None);
     assert_unknown(
         env.mirror
             .blob(&other, &d, None, Delivery::Stream, &Ungated)
@@ -247,7 +246,7 @@ async fn an_upstream_that_cannot_confirm_refuses_instead_of_leaking() {
 #[tokio::test]
 async fn a_download_through_another_repository_is_not_joined_without_confirmation() {
     let env = env_with("").await;
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(20);
+    env.fake.set_slow(Duration::from_millis(20));
     let (d, data) = add_blob(&env.fake, 20 * 64 * 1024, 5);
     only_in(&env.fake, &d, &["org/app"]);
     let (app, other) = (target(&env, "org/app"), target(&env, "org/other"));

@@ -38,7 +38,7 @@ async fn an_expired_tag_is_answered_at_once_and_refreshed_once_in_the_background
         d1
     );
     let d2 = moved(&env.fake, "v1");
-    *env.fake.manifest_delay.lock().unwrap() = Duration::from_millis(500);
+    env.fake.set_manifest_delay(Duration::from_millis(500));
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let start = Instant::now();
@@ -68,7 +68,7 @@ async fn a_tag_never_seen_waits_and_shutdown_stops_revalidations() {
     add_manifest(&env.fake, "v1", MANIFEST);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("v1").unwrap();
-    *env.fake.manifest_delay.lock().unwrap() = Duration::from_millis(300);
+    env.fake.set_manifest_delay(Duration::from_millis(300));
     let start = Instant::now();
     let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!(a.outcome, Outcome::Miss);
@@ -77,7 +77,7 @@ async fn a_tag_never_seen_waits_and_shutdown_stops_revalidations() {
         "a new tag waits"
     );
 
-    *env.fake.manifest_delay.lock().unwrap() = Duration::from_secs(30);
+    env.fake.set_manifest_delay(Duration::from_secs(30));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!(env.mirror.revalidating(), 1);
@@ -100,7 +100,7 @@ async fn a_tag_deleted_upstream_is_served_for_keep_deleted_then_not() {
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("v1").unwrap();
     env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
-    env.fake.manifests.lock().unwrap().remove("v1");
+    env.fake.remove_tag_everywhere("v1");
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let first_404 = Instant::now();
@@ -146,7 +146,7 @@ async fn background_revalidation_notices_a_deletion_and_off_serves_nothing() {
         let t = e.mirror.resolve("org/app", None, None).unwrap();
         let tag = Reference::parse("v1").unwrap();
         e.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
-        e.fake.manifests.lock().unwrap().remove("v1");
+        e.fake.remove_tag_everywhere("v1");
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let t = env.mirror.resolve("org/app", None, None).unwrap();
