@@ -3,21 +3,26 @@
 
 Between the upstream registry (Debian's docker-registry) and its clients sits the WAN
 emulator: each TCP connection gets at most RATE (default 8 MiB/s) and every request burst is
-delayed by RTT (default 150 ms). Measured, one cold blob of SIZE bytes each time:
+delayed by RTT (default 150 ms). Measured, one cold blob of SIZE bytes each time (every "through" run uses a fresh, empty
+cache):
   - direct: one GET through the emulator (what a client far from the registry gets);
   - ferry, segments on (the default): a cold GET through a fresh ferry whose upstream is the
     emulator, so ferry fetches in parallel ranges;
   - ferry, segments off (`parallel: 1`): the same with one stream;
+  - distribution: the same GET through Debian's docker-registry in proxy mode;
+  - a cold pull of the image (manifest, config, the SIZE layer) with skopeo, direct, through
+    ferry and through distribution (unless --no-skopeo);
   - time to the first byte of a cold Range of the blob's last MiB through ferry.
 Prints times and ratios. Loopback only. Not a test: numbers depend on the machine.
 
-Usage: bench/wan_bench.py --ferry-bin target/debug/ferry [--size 200MiB] [--rate 8MiB]
-       [--rtt 150ms] [--reps 1]
+Usage: bench/wan_bench.py --ferry-bin target/debug/ferry [--size 200MiB|1GiB] [--rate 8MiB]
+       [--rtt 150ms] [--reps 1] [--no-skopeo]
 """
 
 import argparse
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -63,8 +68,8 @@ def start_registry(work):
     return p, port
 
 
-def push_blob(port, size):
-    data = os.urandom(size)
+def push_blob(port, size, data=None):
+    data = os.urandom(size) if data is None else data
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     c = http.client.HTTPConnection("127.0.0.1", port)
     c.request("POST", "/v2/bench/big/blobs/uploads/")
@@ -78,6 +83,66 @@ def push_blob(port, size):
     r.read()
     assert r.status == 201, r.status
     return digest
+
+
+def push_image(port, layer, layer_size):
+    """bench/big:latest: an OCI image manifest naming a small config and the big layer."""
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [layer]}}).encode()
+    cdigest = push_blob(port, len(config), config)
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cdigest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer, "size": layer_size}],
+    }).encode()
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    c.request("PUT", "/v2/bench/big/manifests/latest", body=manifest,
+              headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 201, r.status
+
+
+def start_distribution(work, name, upstream_port):
+    """docker-registry in proxy mode (pull-through cache) with its own empty cache."""
+    port = free_port()
+    d = os.path.join(work, name)
+    os.makedirs(d)
+    cfg = os.path.join(d, "registry.yml")
+    with open(cfg, "w") as f:
+        f.write(
+            "version: 0.1\nlog: {level: error}\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {d}/data\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n"
+            f"proxy:\n  remoteurl: http://127.0.0.1:{upstream_port}\n"
+        )
+    p = subprocess.Popen(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    wait_http(port)
+    return p, port
+
+
+def timed_pull(port, repo):
+    """Seconds for `skopeo copy` of repo:latest from 127.0.0.1:port into a fresh dir:."""
+    out = tempfile.mkdtemp(prefix="ferry-wan-pull-")
+    try:
+        start = time.monotonic()
+        subprocess.run(["skopeo", "copy", "--src-tls-verify=false",
+                        f"docker://127.0.0.1:{port}/{repo}:latest", f"dir:{out}"],
+                       check=True, stdout=subprocess.DEVNULL)
+        return time.monotonic() - start
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def parse_size(text):
+    for unit, shift in (("GiB", 30), ("MiB", 20)):
+        if text.endswith(unit):
+            return int(text[: -len(unit)]) << shift
+    return int(text)
 
 
 def timed_get(port, path, headers=None):
@@ -123,14 +188,16 @@ def main():
     ap.add_argument("--rate", default="8MiB")
     ap.add_argument("--rtt", default="150ms")
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--no-skopeo", action="store_true")
     a = ap.parse_args()
-    size = int(a.size.replace("MiB", "")) << 20
+    size = parse_size(a.size)
     work = tempfile.mkdtemp(prefix="ferry-wan-")
     procs = []
     try:
         reg, reg_port = start_registry(work)
         procs.append(reg)
         digest = push_blob(reg_port, size)
+        push_image(reg_port, digest, size)
         wan_port = free_port()
         procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "wan.py"),
                                        "--listen", f"127.0.0.1:{wan_port}",
@@ -162,16 +229,40 @@ def main():
             ttfb, rng, _, st = timed_get(fport2, fpath, {"Range": tail})
             assert st == 206, st
             bg.join()
-            rows.append((direct, seg, one, ttfb, rng))
-        print(f"cold {size >> 20} MiB blob over a link of {a.rate}/connection, RTT {a.rtt}:")
-        for direct, seg, one, ttfb, rng in rows:
+            di, dport = start_distribution(work, f"dist{rep}", wan_port)
+            procs.append(di)
+            _, dist, d4, _ = timed_get(dport, path)
+            assert d4 == digest
+            row = {"direct": direct, "seg": seg, "one": one, "dist": dist, "ttfb": ttfb,
+                   "rng": rng}
+            if not a.no_skopeo:
+                row["pull_direct"] = timed_pull(wan_port, "bench/big")
+                fe3, fport3 = start_ferry(a.ferry_bin, work, f"pull{rep}", wan_port, 4)
+                procs.append(fe3)
+                row["pull_ferry"] = timed_pull(fport3, "docker.io/bench/big")
+                di2, dport2 = start_distribution(work, f"distpull{rep}", wan_port)
+                procs.append(di2)
+                row["pull_dist"] = timed_pull(dport2, "bench/big")
+            rows.append(row)
+        mib = size >> 20
+        print(f"cold {mib} MiB blob over a link of {a.rate}/connection, RTT {a.rtt}:")
+        for r in rows:
+            direct = r["direct"]
             print(f"  direct (one stream through the link): {direct:7.2f} s")
-            print(f"  through ferry, segments on:           {seg:7.2f} s  "
-                  f"({direct / seg:.2f}x faster than direct)")
-            print(f"  through ferry, segments off:          {one:7.2f} s  "
-                  f"({one / direct:.2f}x the direct time)")
-            print(f"  cold Range of the last MiB via ferry: first byte {ttfb:.2f} s, "
-                  f"whole {rng:.2f} s")
+            print(f"  through ferry, segments on:           {r['seg']:7.2f} s  "
+                  f"({direct / r['seg']:.2f}x faster than direct)")
+            print(f"  through ferry, segments off:          {r['one']:7.2f} s  "
+                  f"({r['one'] / direct:.2f}x the direct time)")
+            print(f"  through distribution's proxy:         {r['dist']:7.2f} s  "
+                  f"({r['dist'] / direct:.2f}x the direct time; ferry "
+                  f"{r['dist'] / r['seg']:.2f}x faster)")
+            print(f"  cold Range of the last MiB via ferry: first byte {r['ttfb']:.2f} s, "
+                  f"whole {r['rng']:.2f} s")
+            if "pull_direct" in r:
+                pd = r["pull_direct"]
+                print(f"  skopeo cold pull of the {mib} MiB image: direct {pd:.2f} s, "
+                      f"ferry {r['pull_ferry']:.2f} s ({pd / r['pull_ferry']:.2f}x faster), "
+                      f"distribution {r['pull_dist']:.2f} s ({pd / r['pull_dist']:.2f}x)")
     finally:
         for p in procs:
             p.terminate()

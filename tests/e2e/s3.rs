@@ -277,7 +277,11 @@ fn a_store_outage_is_a_clear_5xx_and_leaves_nothing_corrupt() {
         Fixture::big(8).seed("s3-outage"),
         "library/later:1",
     );
-    let ferry = ferry_on(&s3, &upstream, json!({"redirect": false, "timeout": "1s"})).start();
+    // `storage.unavailable: fail`: the store's failure is answered, not bypassed to the
+    // upstream (the default, tested in with_the_store_hung_ferry_serves_blobs_itself...).
+    let ferry = ferry_on(&s3, &upstream, json!({"redirect": false, "timeout": "1s"}))
+        .set("storage.unavailable", "fail")
+        .start();
     pull_all(
         &format!("docker://{}/docker.io/library/outage:1", ferry.host()),
         &image,
@@ -406,11 +410,8 @@ fn credentials_can_come_from_the_usual_aws_variables() {
     let ferry = ferry_on(&s3, &upstream, json!({}))
         .unset("storage.s3.access_key_id")
         .unset("storage.s3.secret_access_key")
-        .env("AWS_ACCESS_KEY_ID", ferry_storage::testserver::ACCESS_KEY)
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            ferry_storage::testserver::SECRET_KEY,
-        )
+        .env("AWS_ACCESS_KEY_ID", ferry_testkit::s3::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", ferry_testkit::s3::SECRET_KEY)
         .start();
     pull_all(
         &format!("docker://{}/docker.io/library/creds:1", ferry.host()),

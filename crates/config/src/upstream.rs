@@ -70,8 +70,9 @@ pub struct SegmentsConfig {
     /// Blobs up to this size are fetched in one request.
     pub threshold: ByteSize,
     /// Asks a segment again of another source (the next mirror, or the registry, or a new
-    /// connection to the only one) when it runs more than twice as long as the segments of
-    /// this download that finished: a stalled or slow stream no longer holds the blob back.
+    /// connection to the only one) when it wrote nothing for 2 s or runs more than twice as
+    /// long as the segments of this download that finished: a stalled or slow stream no
+    /// longer holds the blob back.
     pub hedge: bool,
 }
 

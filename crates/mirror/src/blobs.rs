@@ -11,7 +11,7 @@ use ferry_storage::{ByteStream, ChunkReader, FillError};
 use crate::error::{MirrorError, Result};
 use crate::fill::{Fill, FillContext, Joined, Started};
 use crate::links::Kind;
-use crate::{Mirror, Outcome, Target};
+use crate::{Delivery, Mirror, MissGate, Outcome, Target};
 
 /// How a blob's bytes reach the client.
 pub enum BlobBody {
@@ -62,22 +62,28 @@ impl Mirror {
         self.inner.index.contains(d)
     }
 
-    /// A blob, or the `Range` of it named by `range_header`. `redirect` allows answering with
-    /// a presigned URL when the store can sign one. The blob is served only when the
-    /// repository is known to hold it (see [`crate::links`]): a cached blob the repository has
-    /// no link for is confirmed with one upstream `HEAD` first.
-    /// When the store fails, the blob comes from the upstream, uncached
-    /// (`storage.unavailable`, see [`crate::store_down`]).
+    /// A blob, or the `Range` of it named by `range_header`, delivered as `delivery` allows.
+    /// The blob is served only when the repository is known to hold it (see [`crate::links`]):
+    /// a cached blob the repository has no link for is confirmed with one upstream `HEAD`
+    /// first. `gate` is asked before a download of the blob is started (not for a stored
+    /// blob, nor to join a download in flight). When the store fails, the blob comes from the
+    /// upstream, uncached (`storage.unavailable`, see [`crate::store_down`]), after asking
+    /// `gate`.
     pub async fn blob(
         &self,
         t: &Target,
         d: &Digest,
         range_header: Option<&str>,
-        redirect: bool,
+        delivery: Delivery,
+        gate: &dyn MissGate,
     ) -> Result<BlobAnswer> {
-        match self.blob_via_cache(t, d, range_header, redirect).await {
+        match self
+            .blob_via_cache(t, d, range_header, delivery, gate)
+            .await
+        {
             Err(e) if self.bypasses_store(&e) => {
                 tracing::warn!(digest = %d, error = %e, "the store failed: serving the blob from the upstream, uncached");
+                gate.admit_miss().await?;
                 self.blob_past_store(t, d, range_header).await
             }
             r => r,
@@ -89,7 +95,8 @@ impl Mirror {
         t: &Target,
         d: &Digest,
         range_header: Option<&str>,
-        redirect: bool,
+        delivery: Delivery,
+        gate: &dyn MissGate,
     ) -> Result<BlobAnswer> {
         let known = self.is_linked(&t.name, &t.repo, d).await?;
         let mut confirmed = known;
@@ -97,7 +104,7 @@ impl Mirror {
             self.confirm(t, d, Kind::Blob).await?;
             confirmed = true;
         }
-        if let Some(mut a) = self.stored_blob(d, range_header, redirect).await? {
+        if let Some(mut a) = self.stored_blob(d, range_header, delivery).await? {
             if !confirmed && !self.is_linked(&t.name, &t.repo, d).await? {
                 // Stored since the check above, by a download through another repository.
                 self.confirm(t, d, Kind::Blob).await?;
@@ -107,6 +114,9 @@ impl Mirror {
             }
             self.inner.metrics.cache(&t.name, "blob", true);
             return Ok(a);
+        }
+        if self.inner.fills.get(&t.name, d).is_none() {
+            gate.admit_miss().await?;
         }
         let answer = self.fill_blob(t, d, range_header, confirmed).await?;
         self.inner
@@ -152,7 +162,7 @@ impl Mirror {
                     self.confirm(t, d, Kind::Blob).await?;
                 }
                 return self
-                    .stored_blob(d, range_header, false)
+                    .stored_blob(d, range_header, Delivery::Stream)
                     .await?
                     .ok_or_else(|| MirrorError::Fill {
                         digest: d.to_string(),
@@ -265,14 +275,15 @@ impl Mirror {
         &self,
         d: &Digest,
         range_header: Option<&str>,
-        redirect: bool,
+        delivery: Delivery,
     ) -> Result<Option<BlobAnswer>> {
         let store = &self.inner.store;
         let Some(size) = self.stored_size(d).await? else {
             return Ok(None);
         };
         let range = parse_range(range_header, size)?;
-        if let Some(ttl) = self.settings().redirect_ttl.filter(|_| redirect)
+        let may_redirect = delivery == Delivery::MayRedirect;
+        if let Some(ttl) = self.settings().redirect_ttl.filter(|_| may_redirect)
             && let Some(url) = store.presign(d, ttl).await?
         {
             self.inner.index.touch(d);

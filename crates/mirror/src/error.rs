@@ -33,6 +33,9 @@ pub enum MirrorError {
         /// Why.
         error: FillError,
     },
+    /// The request's [`crate::MissGate`] refused the upstream fetch it needed.
+    #[error(transparent)]
+    MissRefused(#[from] crate::gate::MissRefused),
 }
 
 impl From<ferry_storage::StorageError> for MirrorError {

@@ -55,14 +55,23 @@ async fn imported_tags_are_served_stale_when_the_upstream_is_unreachable() {
         .await
         .unwrap();
 
-    let a = mirror.manifest(&t, &Reference::Tag(tag)).await.unwrap();
+    let a = mirror
+        .manifest(&t, &Reference::Tag(tag), &Ungated)
+        .await
+        .unwrap();
     assert_eq!(a.manifest.digest, md);
     assert_eq!(a.outcome, Outcome::Stale);
-    let b = mirror.blob(&t, &ld, None, false).await.unwrap();
+    let b = mirror
+        .blob(&t, &ld, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!((b.size, b.outcome), (layer.len() as u64, Outcome::Hit));
     let other = mirror.resolve("docker.io/test/other", None, None).unwrap();
     assert!(
-        mirror.blob(&other, &ld, None, false).await.is_err(),
+        mirror
+            .blob(&other, &ld, None, Delivery::Stream, &Ungated)
+            .await
+            .is_err(),
         "not served under a repository it was not imported into"
     );
 
@@ -83,5 +92,5 @@ async fn imported_tags_are_served_stale_when_the_upstream_is_unreachable() {
     .await
     .unwrap();
     let two = Reference::Tag(Tag::parse("2.0").unwrap());
-    assert!(mirror.manifest(&t, &two).await.is_err());
+    assert!(mirror.manifest(&t, &two, &Ungated).await.is_err());
 }

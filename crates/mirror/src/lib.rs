@@ -10,6 +10,8 @@
 //!   a HEAD, and served stale when the upstream fails ([`policy`]);
 //! - [`blobs`] + [`fill`]: hits are read from the store; misses start one streaming download
 //!   that every concurrent request follows;
+//! - [`gate`]: the [`MissGate`] a caller passes in, asked exactly where a request would start
+//!   an upstream fetch (the server's cache-miss quotas);
 //! - [`links`]: a digest is served under a repository only when ferry knows the repository
 //!   holds it (fetched through it, named by one of its manifests, or confirmed by an upstream
 //!   `HEAD`); [`migrate`] derives these links from the tag answers of an older cache;
@@ -25,6 +27,7 @@
 pub mod blobs;
 pub mod error;
 pub mod fill;
+pub mod gate;
 pub mod import;
 pub mod index;
 pub mod inspect;
@@ -59,6 +62,7 @@ pub use error::{MirrorError, Result};
 pub use ferry_storage::FillError;
 /// Upstream failures, as the engine reports them (the server maps them to OCI errors).
 pub use ferry_upstream::UpstreamError;
+pub use gate::{Delivery, MissGate, MissRefused, Ungated};
 pub use lists::ListAnswer;
 pub use manifests::{CachedManifest, ManifestAnswer};
 pub use revalidate::DeletedUpstream;
@@ -274,12 +278,6 @@ impl Mirror {
     /// The store.
     pub fn store(&self) -> &Arc<dyn BlobStore> {
         &self.inner.store
-    }
-
-    /// Whether serving a blob through `upstream` costs no new upstream download: it is stored
-    /// or already downloading from that upstream.
-    pub fn blob_is_local(&self, upstream: &str, d: &ferry_oci::Digest) -> bool {
-        self.inner.index.contains(d) || self.inner.fills.get(upstream, d).is_some()
     }
 
     /// Downloads in progress.

@@ -21,7 +21,7 @@ use crate::links::{Kind, link_key};
 use crate::meta::{self, ManifestMeta, TagEntry, now_secs};
 use crate::revalidate::{DeletedUpstream, is_not_found};
 use crate::single_flight::SingleFlight;
-use crate::{Mirror, Outcome, Target};
+use crate::{Mirror, MissGate, Outcome, Target};
 
 /// A manifest held in memory.
 #[derive(Debug)]
@@ -116,15 +116,23 @@ pub struct Flights {
 impl Mirror {
     /// The manifest for a tag or digest. A digest is served only when the repository is known
     /// to hold it (see [`crate::links`]); whatever is served, the repository then holds it and
-    /// everything it names.
-    pub async fn manifest(&self, t: &Target, reference: &Reference) -> Result<ManifestAnswer> {
+    /// everything it names. `gate` is asked before the request waits for the upstream (a
+    /// manifest not cached, a tag that must be revalidated before it is answered); cached
+    /// answers, including those revalidated in the background, never ask it.
+    pub async fn manifest(
+        &self,
+        t: &Target,
+        reference: &Reference,
+        gate: &dyn MissGate,
+    ) -> Result<ManifestAnswer> {
         let answer = match reference {
-            Reference::Digest(d) => self.manifest_by_digest(t, d).await,
-            Reference::Tag(tag) => self.manifest_by_tag(t, tag).await,
+            Reference::Digest(d) => self.manifest_by_digest(t, d, gate).await,
+            Reference::Tag(tag) => self.manifest_by_tag(t, tag, gate).await,
         };
         let answer = match answer {
             Err(e) if self.bypasses_store(&e) => {
                 tracing::warn!(%reference, error = %e, "the store failed: serving the manifest from the upstream, uncached");
+                gate.admit_miss().await?;
                 return self.manifest_past_store(t, reference).await;
             }
             r => r?,
@@ -136,7 +144,12 @@ impl Mirror {
         Ok(answer)
     }
 
-    async fn manifest_by_digest(&self, t: &Target, d: &Digest) -> Result<ManifestAnswer> {
+    async fn manifest_by_digest(
+        &self,
+        t: &Target,
+        d: &Digest,
+        gate: &dyn MissGate,
+    ) -> Result<ManifestAnswer> {
         if let Some(m) = self.cached_manifest(d).await? {
             let outcome = if self.is_linked(&t.name, &t.repo, d).await? {
                 Outcome::Hit
@@ -150,6 +163,7 @@ impl Mirror {
         if let Some(e) = self.inner.memory.negative(&neg_key) {
             return Err(e.into());
         }
+        gate.admit_miss().await?;
         let this = self.clone();
         let (up, repo, reference) = (
             t.upstream.clone(),
@@ -168,7 +182,12 @@ impl Mirror {
             .inspect_err(|e| self.inner.memory.remember_not_found(neg_key, e))
     }
 
-    async fn manifest_by_tag(&self, t: &Target, tag: &Tag) -> Result<ManifestAnswer> {
+    async fn manifest_by_tag(
+        &self,
+        t: &Target,
+        tag: &Tag,
+        gate: &dyn MissGate,
+    ) -> Result<ManifestAnswer> {
         let key = meta::tag_key(&t.name, t.repo.as_str(), tag.as_str());
         let entry = self.tag_entry(&key).await?;
         if let Some(e) = &entry
@@ -184,6 +203,7 @@ impl Mirror {
         {
             return Err(e.into());
         }
+        gate.admit_miss().await?;
         let this = self.clone();
         let (t2, tag2, entry2, key2) = (t.clone(), tag.clone(), entry.clone(), key.clone());
         let work = async move { this.refresh_tag(&t2, &tag2, entry2, &key2).await };
@@ -313,26 +333,6 @@ impl Mirror {
             self.inner.memory.tags.insert(key.to_owned(), e.clone());
         }
         Ok(e)
-    }
-
-    /// Whether answering `reference` would ask the upstream (a cache miss or a tag to
-    /// revalidate), so access control can apply cache-miss quotas before it happens.
-    pub async fn manifest_needs_upstream(&self, t: &Target, reference: &Reference) -> Result<bool> {
-        let local = |d: &Digest| {
-            self.inner.memory.manifests.contains_key(d) || self.inner.index.contains(d)
-        };
-        match reference {
-            Reference::Digest(d) => Ok(!local(d)),
-            Reference::Tag(tag) => {
-                let key = meta::tag_key(&t.name, t.repo.as_str(), tag.as_str());
-                let entry = self.tag_entry(&key).await?;
-                let settings = self.settings();
-                let answers = entry.filter(|e| {
-                    local(&e.digest) && settings.policy.answers_without_waiting(&t.name, tag, e)
-                });
-                Ok(answers.is_none())
-            }
-        }
     }
 
     /// A stored manifest by digest, from memory or the store.

@@ -90,20 +90,6 @@ impl Policy {
         age >= self.tag_ttl(upstream).mul_f64(0.8)
     }
 
-    /// Whether a cached tag answer is served without waiting for the upstream: fresh, or
-    /// expired with background revalidation, and not deleted upstream past `keep_deleted`.
-    pub fn answers_without_waiting(
-        &self,
-        upstream: &str,
-        tag: &ferry_oci::Tag,
-        entry: &crate::meta::TagEntry,
-    ) -> bool {
-        if self.deleted_notice(entry).is_none() {
-            return false;
-        }
-        self.background || self.is_fresh(upstream, tag.as_str(), entry.fetched())
-    }
-
     /// For a cached tag that may be served: `Some(None)` if not deleted upstream,
     /// `Some(Some(notice))` if deleted and within `keep_deleted`; `None` if deleted and past it.
     pub fn deleted_notice(

@@ -13,6 +13,7 @@ use http::StatusCode;
 use super::*;
 
 mod fake;
+mod gate;
 mod links;
 mod revalidate;
 
@@ -21,7 +22,7 @@ use fake::*;
 #[tokio::test]
 async fn fifty_concurrent_misses_cause_one_upstream_get() {
     let env = env_with("").await;
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(5);
+    env.fake.set_slow(Duration::from_millis(5));
     let (d, data) = add_blob(&env.fake, 3 * 1024 * 1024, 1);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let mut tasks = Vec::new();
@@ -31,9 +32,13 @@ async fn fifty_concurrent_misses_cause_one_upstream_get() {
             if i >= 25 {
                 tokio::time::sleep(Duration::from_millis(100)).await; // join halfway through
             }
-            read_all(m.blob(&t, &d, None, false).await.unwrap())
-                .await
-                .unwrap()
+            read_all(
+                m.blob(&t, &d, None, Delivery::Stream, &Ungated)
+                    .await
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
         }));
     }
     for task in tasks {
@@ -52,7 +57,11 @@ async fn fifty_concurrent_misses_cause_one_upstream_get() {
     // Now cached (once the store has it: readers may get the last byte before the fsync, see
     // fill::RELEASE_AFTER): no further upstream request.
     assert!(env.mirror.settle_blob(&d).await);
-    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let a = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(a.outcome, Outcome::Hit);
     assert!(read_all(a).await.unwrap() == data);
     assert_eq!(env.fake.hits("GET", &d.to_string()), 1);
@@ -62,11 +71,15 @@ async fn fifty_concurrent_misses_cause_one_upstream_get() {
 #[tokio::test]
 async fn first_bytes_arrive_before_the_download_ends() {
     let env = env_with("").await;
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(50);
+    env.fake.set_slow(Duration::from_millis(50));
     let (d, _) = add_blob(&env.fake, 20 * 64 * 1024, 2); // ~1 s upstream transfer
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let start = std::time::Instant::now();
-    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let a = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     let BlobBody::Stream(mut s) = a.body else {
         panic!()
     };
@@ -81,10 +94,14 @@ async fn first_bytes_arrive_before_the_download_ends() {
 #[tokio::test]
 async fn a_wrong_digest_is_never_cached() {
     let env = env_with("").await;
-    *env.fake.corrupt.lock().unwrap() = true;
+    env.fake.set_corrupt(true);
     let (d, data) = add_blob(&env.fake, 200_000, 3);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
-    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let a = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     let err = read_all(a).await.unwrap_err();
     assert!(err.to_string().contains("digest mismatch"), "{err}");
     assert_eq!(
@@ -97,8 +114,12 @@ async fn a_wrong_digest_is_never_cached() {
         "nothing stored"
     );
     assert!(spool_is_empty(&env.root), "spool cleaned up");
-    *env.fake.corrupt.lock().unwrap() = false;
-    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    env.fake.set_corrupt(false);
+    let a = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert!(
         read_all(a).await.unwrap() == data,
         "the next request fetches again"
@@ -109,14 +130,18 @@ async fn a_wrong_digest_is_never_cached() {
 #[tokio::test]
 async fn a_cut_download_resumes_with_a_range_request() {
     let env = env_with("").await;
-    *env.fake.cut.lock().unwrap() = Some((300 * 1024, 2));
+    env.fake.set_cut(300 * 1024, 2);
     // Slow enough that the response head is flushed before the cut, as in a real mid-body cut.
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(2);
+    env.fake.set_slow(Duration::from_millis(2));
     let (d, data) = add_blob(&env.fake, 1024 * 1024, 4);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
-    let a = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let a = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert!(read_all(a).await.unwrap() == data);
-    assert_eq!(env.fake.ranges.load(Ordering::SeqCst), 2, "resumed twice");
+    assert_eq!(env.fake.ranges(), 2, "resumed twice");
     assert!(env.mirror.settle_blob(&d).await);
     assert!(env.mirror.store().stat(&d).await.unwrap().is_some());
 }
@@ -128,7 +153,7 @@ async fn ranges_on_cold_and_cached_blobs() {
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let cold = env
         .mirror
-        .blob(&t, &d, Some("bytes=1000-1999"), false)
+        .blob(&t, &d, Some("bytes=1000-1999"), Delivery::Stream, &Ungated)
         .await
         .unwrap();
     assert_eq!(cold.range.unwrap().len(), 1000);
@@ -136,12 +161,15 @@ async fn ranges_on_cold_and_cached_blobs() {
     assert!(env.mirror.settle_blob(&d).await);
     let warm = env
         .mirror
-        .blob(&t, &d, Some("bytes=-10"), false)
+        .blob(&t, &d, Some("bytes=-10"), Delivery::Stream, &Ungated)
         .await
         .unwrap();
     assert_eq!(warm.outcome, Outcome::Hit);
     assert_eq!(read_all(warm).await.unwrap(), &data[data.len() - 10..]);
-    let bad = env.mirror.blob(&t, &d, Some("bytes=200000-"), false).await;
+    let bad = env
+        .mirror
+        .blob(&t, &d, Some("bytes=200000-"), Delivery::Stream, &Ungated)
+        .await;
     assert!(matches!(bad, Err(MirrorError::Range { size: 100_000, .. })));
 }
 
@@ -150,7 +178,12 @@ async fn unknown_blobs_are_upstream_not_found() {
     let env = env_with("").await;
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let d = Digest::sha256_of(b"nope");
-    let err = env.mirror.blob(&t, &d, None, false).await.err().unwrap();
+    let err = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .err()
+        .unwrap();
     assert!(
         matches!(
             err,
@@ -169,7 +202,7 @@ async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
     let d = add_manifest(&env.fake, "v1", MANIFEST);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("v1").unwrap();
-    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!((a.outcome, &a.manifest.digest), (Outcome::Miss, &d));
     assert_eq!(
         a.manifest.bytes,
@@ -177,12 +210,16 @@ async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
         "the upstream's exact bytes"
     );
     assert_eq!(
-        env.mirror.manifest(&t, &tag).await.unwrap().outcome,
+        env.mirror
+            .manifest(&t, &tag, &Ungated)
+            .await
+            .unwrap()
+            .outcome,
         Outcome::Hit
     );
     assert_eq!(
         env.mirror
-            .manifest(&t, &Reference::Digest(d.clone()))
+            .manifest(&t, &Reference::Digest(d.clone()), &Ungated)
             .await
             .unwrap()
             .outcome,
@@ -191,7 +228,11 @@ async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
     assert_eq!(env.fake.hits("GET", "/manifests/v1"), 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        env.mirror.manifest(&t, &tag).await.unwrap().outcome,
+        env.mirror
+            .manifest(&t, &tag, &Ungated)
+            .await
+            .unwrap()
+            .outcome,
         Outcome::Revalidated
     );
     assert_eq!(
@@ -208,7 +249,7 @@ async fn tags_are_trusted_for_their_ttl_then_revalidated_with_head() {
         &MANIFEST.replace("\"layers\":[]", "\"layers\":[] "),
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!((a.outcome, &a.manifest.digest), (Outcome::Miss, &d2));
 }
 
@@ -218,15 +259,15 @@ async fn stale_tags_are_served_when_the_upstream_fails() {
     let d = add_manifest(&env.fake, "latest", MANIFEST);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("latest").unwrap();
-    env.mirror.manifest(&t, &tag).await.unwrap();
+    env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for status in [
         StatusCode::TOO_MANY_REQUESTS,
         StatusCode::BAD_GATEWAY,
         StatusCode::SERVICE_UNAVAILABLE,
     ] {
-        *env.fake.down.lock().unwrap() = Some(status);
-        let a = env.mirror.manifest(&t, &tag).await.unwrap();
+        env.fake.set_down(Some(status));
+        let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
         assert_eq!(
             (a.outcome, &a.manifest.digest),
             (Outcome::Stale, &d),
@@ -236,7 +277,7 @@ async fn stale_tags_are_served_when_the_upstream_fails() {
     // A tag never seen cannot be served stale.
     let err = env
         .mirror
-        .manifest(&t, &Reference::parse("other").unwrap())
+        .manifest(&t, &Reference::parse("other").unwrap(), &Ungated)
         .await
         .unwrap_err();
     assert!(matches!(err, MirrorError::Upstream(u) if u.is_transient()));
@@ -248,13 +289,17 @@ async fn not_found_is_remembered_briefly() {
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("missing").unwrap();
     for _ in 0..3 {
-        assert!(env.mirror.manifest(&t, &tag).await.is_err());
+        assert!(env.mirror.manifest(&t, &tag, &Ungated).await.is_err());
     }
     assert_eq!(env.fake.hits("GET", "/manifests/missing"), 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     add_manifest(&env.fake, "missing", MANIFEST);
     assert_eq!(
-        env.mirror.manifest(&t, &tag).await.unwrap().outcome,
+        env.mirror
+            .manifest(&t, &tag, &Ungated)
+            .await
+            .unwrap()
+            .outcome,
         Outcome::Miss
     );
 }
@@ -264,9 +309,14 @@ async fn the_blob_index_survives_a_restart() {
     let env = env_with("").await;
     let (d, _) = add_blob(&env.fake, 1000, 9);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
-    read_all(env.mirror.blob(&t, &d, None, false).await.unwrap())
-        .await
-        .unwrap();
+    read_all(
+        env.mirror
+            .blob(&t, &d, None, Delivery::Stream, &Ungated)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(env.mirror.settle_blob(&d).await);
     let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(&env.root).unwrap());
     let config = Config::from_yaml(
@@ -278,7 +328,10 @@ async fn the_blob_index_survives_a_restart() {
         .await
         .unwrap();
     let t = again.resolve("org/app", None, None).unwrap();
-    let a = again.blob(&t, &d, None, false).await.unwrap();
+    let a = again
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(
         a.outcome,
         Outcome::Hit,
@@ -362,9 +415,14 @@ async fn a_slow_store_releases_readers_early_and_settle_waits_for_it() {
     let t = mirror.resolve("org/app", None, None).unwrap();
 
     let start = std::time::Instant::now();
-    let got = read_all(mirror.blob(&t, &d, None, false).await.unwrap())
-        .await
-        .unwrap();
+    let got = read_all(
+        mirror
+            .blob(&t, &d, None, Delivery::Stream, &Ungated)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     let drained = start.elapsed();
     assert!(got == data);
     assert!(
@@ -385,10 +443,14 @@ async fn a_slow_store_releases_readers_early_and_settle_waits_for_it() {
 #[tokio::test]
 async fn shutdown_ends_downloads_in_flight_and_leaves_nothing_behind() {
     let env = env_with("").await;
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(200);
+    env.fake.set_slow(Duration::from_millis(200));
     let (d, _) = add_blob(&env.fake, 64 * 64 * 1024, 9); // ~13 s upstream transfer
     let t = env.mirror.resolve("org/app", None, None).unwrap();
-    let answer = env.mirror.blob(&t, &d, None, false).await.unwrap();
+    let answer = env
+        .mirror
+        .blob(&t, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(env.mirror.inflight(), 1);
     let started = std::time::Instant::now();
     env.mirror.shutdown().await;

@@ -249,6 +249,10 @@ impl From<MirrorError> for ApiError {
             } => ApiError::storage(detail),
             e @ MirrorError::Fill { .. } => ApiError::new(ErrorCode::Unavailable, e.to_string())
                 .with_status(StatusCode::BAD_GATEWAY),
+            // Answered with the gate's own denial where the server set one (`registry`).
+            e @ MirrorError::MissRefused(_) => {
+                ApiError::new(ErrorCode::TooManyRequests, e.to_string())
+            }
         }
     }
 }

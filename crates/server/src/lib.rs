@@ -10,6 +10,7 @@ pub mod admin;
 pub mod conn_limits;
 pub mod error;
 pub mod listen;
+mod miss_quota;
 pub mod observe;
 pub mod registry;
 pub mod respond;

@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use ferry_access::{CacheOutcome, Grant, RequestInfo, TargetKind};
 use ferry_metrics::ReasonLabels;
-use ferry_mirror::{BlobBody, Outcome, Target};
+use ferry_mirror::{BlobBody, Delivery, Outcome, Target};
 use ferry_oci::route::{self, Endpoint, Route};
 use ferry_oci::{Digest, Reference};
 use futures_util::StreamExt;
@@ -18,6 +18,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, header};
 
 use crate::error::ApiError;
+use crate::miss_quota::MissQuota;
 use crate::observe::RequestLog;
 use crate::{App, peer_ip, request_host, respond};
 
@@ -191,6 +192,14 @@ fn refused(app: &App, d: ferry_access::Denial) -> ApiError {
     d.into()
 }
 
+/// A mirror error as answered: the quota's own denial (counted) when the gate refused a miss.
+fn miss_refused(app: &App, gate: MissQuota<'_>, e: ferry_mirror::MirrorError) -> ApiError {
+    match gate.refusal(e) {
+        Ok(denial) => refused(app, denial),
+        Err(e) => e.into(),
+    }
+}
+
 fn cache_outcome(o: Outcome) -> CacheOutcome {
     if o.is_hit() {
         CacheOutcome::Hit
@@ -207,16 +216,9 @@ async fn manifest(
     mut grant: Grant,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
-    // A store that fails cannot say: the engine then goes upstream (storage.unavailable).
-    if app
-        .mirror
-        .manifest_needs_upstream(t, r)
-        .await
-        .unwrap_or(true)
-    {
-        grant.miss_allowed().map_err(|e| refused(app, e))?;
-    }
-    let a = app.mirror.manifest(t, r).await?;
+    let gate = MissQuota::new(&grant);
+    let answer = app.mirror.manifest(t, r, &gate).await;
+    let a = answer.map_err(|e| miss_refused(app, gate, e))?;
     log.outcome = Some(a.outcome);
     let m = &a.manifest;
     let body = if head {
@@ -261,10 +263,12 @@ async fn blob(
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    if !app.mirror.blob_is_local(&t.name, d) {
-        grant.miss_allowed().map_err(|e| refused(app, e))?;
-    }
-    let a = app.mirror.blob(t, d, range, true).await?;
+    let gate = MissQuota::new(&grant);
+    let answer = app
+        .mirror
+        .blob(t, d, range, Delivery::MayRedirect, &gate)
+        .await;
+    let a = answer.map_err(|e| miss_refused(app, gate, e))?;
     log.outcome = Some(a.outcome);
     // The whole length is reserved before the first byte (a redirect counts it too, at
     // redirect time): parallel downloads cannot all start on one remaining allowance.

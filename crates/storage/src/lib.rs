@@ -10,8 +10,9 @@
 //!   shared by several stateless replicas, with presigned URLs for redirects;
 //! - [`tiered::TieredStore`]: a local-disk tier of hot blobs in front of an object store.
 //!
-//! Every backend passes the same [`testsuite`]; [`testserver`] starts a real S3-compatible
-//! server (SeaweedFS) for the object backend's tests.
+//! Every backend passes the same conformance suite (`testsuite`, compiled for tests only);
+//! the object backend's tests run it on a real S3-compatible server (SeaweedFS, started by the
+//! dev-only `ferry-testkit`).
 //!
 //! Writing is always two-phase: the cache engine downloads into a local *spool* file (which
 //! readers can follow while it grows, see [`chunks`]), verifies the digest, and only then calls
@@ -28,8 +29,8 @@ pub mod mapped;
 pub mod object;
 pub mod paths;
 pub mod spool;
-pub mod testserver;
-pub mod testsuite;
+#[cfg(test)]
+mod testsuite;
 pub mod tiered;
 
 use std::path::{Path, PathBuf};

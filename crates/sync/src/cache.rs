@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ferry_mirror::FillError;
-use ferry_mirror::{BlobBody, Mirror, Target};
+use ferry_mirror::{BlobBody, Delivery, Mirror, Target, Ungated};
 use ferry_oci::manifest::Descriptor;
 use ferry_oci::{Digest, Reference};
 use futures_util::StreamExt;
@@ -58,7 +58,10 @@ impl CacheTransfer {
 
 impl Transfer for CacheTransfer {
     async fn manifest(&self, reference: &Reference) -> Result<Fetched, SyncError> {
-        let answer = self.mirror.manifest(&self.target, reference).await?;
+        let answer = self
+            .mirror
+            .manifest(&self.target, reference, &Ungated)
+            .await?;
         let m = answer.manifest;
         Ok(Fetched {
             bytes: m.bytes.clone(),
@@ -75,7 +78,7 @@ impl Transfer for CacheTransfer {
         let first = self.claim(&blob.digest);
         let answer = self
             .mirror
-            .blob(&self.target, &blob.digest, None, false)
+            .blob(&self.target, &blob.digest, None, Delivery::Stream, &Ungated)
             .await?;
         if answer.outcome.is_hit() {
             return Ok(BlobOutcome::Present);

@@ -144,6 +144,8 @@ impl From<MirrorError> for SyncError {
                 ..
             } => SyncError::DigestMismatch(e.to_string()),
             MirrorError::Fill { .. } => SyncError::Transient(e.to_string()),
+            // Not from `Ungated` (what sync passes); a refused miss is a quota that passes.
+            MirrorError::MissRefused(_) => SyncError::Transient(e.to_string()),
         }
     }
 }

@@ -5,10 +5,7 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-/// `sha256:<hex>` of `data`.
-pub fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
+pub use ferry_testkit::wire::sha256_digest;
 
 /// `sha256:<hex>` of a file's contents, read in large chunks.
 pub fn sha256_file(path: &Path) -> String {

@@ -8,7 +8,8 @@
 //! - [`Ferry`]: the real `ferry serve` with a generated config, logs, signals and restarts.
 //! - [`skopeo_copy`], [`skopeo_inspect_raw_digest`], [`Podman`]: real pull clients that can
 //!   never reach the internet.
-//! - [`FaultyUpstream`]: an in-process fake registry with scripted faults.
+//! - [`FaultyUpstream`]: an in-process fake registry with scripted faults (from the test kit,
+//!   `crates/testkit`).
 //! - [`http::client`]: a reqwest client without proxies and without following redirects.
 //!
 //! Processes and servers stop when their handle is dropped; logs are printed when a test
@@ -44,7 +45,7 @@ pub mod ports;
 pub mod process;
 pub mod redis;
 pub mod registry;
-pub mod runtime;
+pub use ferry_testkit::runtime;
 pub mod s3;
 pub mod token;
 
@@ -54,7 +55,7 @@ pub use clients::{
 };
 pub use digest::{sha256_digest, sha256_file};
 pub use faulty::{
-    Fault, FaultyUpstream, Rule, RuleId, UpstreamAuth, pattern_bytes, pattern_digest,
+    Fault, FaultyUpstream, Rule, RuleId, ServeFixture, UpstreamAuth, pattern_bytes, pattern_digest,
 };
 pub use ferry::{Ferry, FerryBuilder, ferry_command};
 pub use fixtures::{Fixture, Image, build_fixture, push_fixture, push_image, push_tags};

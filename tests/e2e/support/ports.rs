@@ -7,7 +7,6 @@
 //! process releases its locks with its file descriptors.
 
 use std::fs::{File, OpenOptions};
-use std::hash::{BuildHasher, Hasher};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
@@ -39,18 +38,7 @@ fn lock_dir() -> PathBuf {
     dir
 }
 
-/// A pseudo-random number that differs between calls, threads and processes.
-pub(crate) fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
-}
+pub(crate) use ferry_testkit::wire::random_u64;
 
 /// Reserves a free port on 127.0.0.1 (nobody listens on it and no other test holds it).
 pub fn reserve_port() -> PortLease {

@@ -1,5 +1,5 @@
 //! A real S3-compatible store for end-to-end tests: SeaweedFS on 127.0.0.1 (started by
-//! [`ferry_storage::testserver`]), one bucket per test, a way to point ferry at it, and a
+//! [`ferry_testkit::s3`]), one bucket per test, a way to point ferry at it, and a
 //! direct view of the bucket for assertions (which blobs exist, no partial objects).
 //!
 //! [`S3::start_or_skip`] returns `None`, after printing why, only when the SeaweedFS binary is
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ferry_oci::Digest;
 use ferry_storage::BlobStore;
 use ferry_storage::object::{ObjectOptions, ObjectStore, S3Options};
-use ferry_storage::testserver::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
+use ferry_testkit::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
 use serde_json::{Value, json};
 
 use super::ferry::FerryBuilder;

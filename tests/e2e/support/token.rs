@@ -197,18 +197,7 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Decodes a `Basic` Authorization header into (user, password).
-pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = STANDARD.decode(rest.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (u, p) = text.split_once(':')?;
-    Some((u.to_owned(), p.to_owned()))
-}
+pub use ferry_testkit::wire::basic_credentials;
 
 fn unauthorized(message: &str) -> Response {
     let body = serde_json::json!({"errors": [{"code": "UNAUTHORIZED", "message": message}]});

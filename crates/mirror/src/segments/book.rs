@@ -17,6 +17,10 @@ use crate::error::{MirrorError, Result};
 /// A segment is not hedged before it has run this long.
 const HEDGE_FLOOR: Duration = Duration::from_millis(500);
 
+/// A segment that wrote nothing for this long is hedged, whatever the pace (a stalled source,
+/// also before any segment finished).
+const STALL: Duration = Duration::from_secs(2);
+
 /// Which ask of a segment a worker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ask {
@@ -113,11 +117,14 @@ pub(crate) struct Book {
     finished: Vec<bool>,
     /// Whether a segment was hedged (once at most).
     pub(crate) hedged: Vec<bool>,
-    /// The source each segment is first asked of (segments spread over all of them).
+    /// The source each segment is first asked of: the first (the mirrors in order, then the
+    /// registry, with the usual fallback), as every request; other sources only get hedges.
     pub(crate) source: Vec<usize>,
     /// How many sources there are.
     pub(crate) sources: usize,
     started: Vec<Option<Instant>>,
+    /// When each segment last wrote (or started), and how much it had then.
+    last: Vec<Option<(Instant, u64)>>,
     /// Seconds per byte of every finished segment.
     pace: Vec<f64>,
     /// The tasks working on each segment.
@@ -142,9 +149,10 @@ impl Book {
             lens,
             finished: vec![false; n],
             hedged: vec![false; n],
-            source: (0..n).map(|i| i % sources).collect(),
+            source: vec![0; n],
             sources,
             started: vec![None; n],
+            last: vec![None; n],
             pace: Vec::new(),
             handles: (0..n).map(|_| Vec::new()).collect(),
         }
@@ -158,6 +166,7 @@ impl Book {
     /// Marks segment `i` started.
     pub(crate) fn start(&mut self, i: usize, now: Instant) {
         self.started[i] = Some(now);
+        self.last[i] = Some((now, 0));
     }
 
     /// Written prefix of every segment.
@@ -178,7 +187,11 @@ impl Book {
 
     /// Segment `i` wrote: once complete, its other ask is stopped and its pace recorded.
     pub(crate) fn progressed(&mut self, i: usize) {
-        if self.finished[i] || lock(&self.covers[i]).done() < self.lens[i] {
+        let done = lock(&self.covers[i]).done();
+        if self.last[i].is_some_and(|(_, n)| done > n) {
+            self.last[i] = Some((Instant::now(), done));
+        }
+        if self.finished[i] || done < self.lens[i] {
             return;
         }
         self.finished[i] = true;
@@ -202,20 +215,21 @@ impl Book {
     }
 
     /// Unfinished, unhedged segments that have run more than twice as long as the pace of
-    /// the finished ones predicts for their length (and at least half a second).
+    /// the finished ones predicts for their length (and at least half a second), or that
+    /// wrote nothing for [`STALL`].
     pub(crate) fn slow(&self, now: Instant) -> Vec<usize> {
-        let Some(pace) = median(&self.pace) else {
-            return Vec::new();
+        let pace = median(&self.pace);
+        let behind = |i: usize, t: Instant| {
+            let ran = now.duration_since(t);
+            pace.is_some_and(|p| {
+                let expected = Duration::from_secs_f64(p * self.lens[i] as f64);
+                ran > HEDGE_FLOOR && ran > 2 * expected
+            })
         };
+        let stalled = |i: usize| self.last[i].is_some_and(|(t, _)| now.duration_since(t) > STALL);
         (0..self.lens.len())
             .filter(|&i| !self.hedged[i] && !self.finished[i])
-            .filter(|&i| {
-                self.started[i].is_some_and(|t| {
-                    let ran = now.duration_since(t);
-                    let expected = Duration::from_secs_f64(pace * self.lens[i] as f64);
-                    ran > HEDGE_FLOOR && ran > 2 * expected
-                })
-            })
+            .filter(|&i| self.started[i].is_some_and(|t| behind(i, t) || stalled(i)))
             .collect()
     }
 }
@@ -272,13 +286,13 @@ mod tests {
             },
         ];
         let mut b = Book::new(&segs, 2);
-        assert_eq!(b.source, [0, 1]);
+        assert_eq!(b.source, [0, 0], "first asks go where every request goes");
         let t0 = Instant::now();
         b.start(0, t0);
         b.start(1, t0);
         assert!(
-            b.slow(t0 + Duration::from_secs(60)).is_empty(),
-            "no pace yet"
+            b.slow(t0 + Duration::from_millis(1900)).is_empty(),
+            "no pace, no stall yet"
         );
         lock(&b.covers[1]).first = 100;
         b.progressed(1);
@@ -288,5 +302,23 @@ mod tests {
         assert_eq!(b.slow(later), [0]);
         b.hedged[0] = true;
         assert!(b.slow(later).is_empty(), "hedged once at most");
+    }
+
+    #[test]
+    fn a_segment_that_writes_nothing_is_hedged_without_a_pace() {
+        let segs = [Segment { start: 0, end: 100 }];
+        let mut b = Book::new(&segs, 2);
+        let t0 = Instant::now();
+        b.start(0, t0);
+        assert!(b.slow(t0 + Duration::from_secs(1)).is_empty());
+        assert_eq!(b.slow(t0 + STALL + Duration::from_millis(10)), [0]);
+        lock(&b.covers[0]).first = 10;
+        b.progressed(0);
+        let now = Instant::now();
+        assert!(
+            b.slow(now + Duration::from_secs(1)).is_empty(),
+            "it wrote again"
+        );
+        assert_eq!(b.slow(now + STALL + Duration::from_millis(10)), [0]);
     }
 }

@@ -15,11 +15,10 @@ use http::StatusCode;
 
 use super::fake::*;
 use crate::meta::{self, ManifestMeta, TagEntry};
-use crate::{MirrorError, Outcome, Target};
+use crate::{Delivery, MirrorError, Outcome, Target, Ungated};
 
 fn only_in(fake: &Fake, d: &Digest, repos: &[&str]) {
-    let repos = repos.iter().map(|r| r.to_string()).collect();
-    fake.only_in.lock().unwrap().insert(d.to_string(), repos);
+    fake.hold_only_in(&d.to_string(), repos);
 }
 
 fn target(env: &Env, repo: &str) -> Target {
@@ -62,16 +61,26 @@ async fn a_cached_blob_is_not_served_under_a_repository_that_does_not_hold_it() 
     let (d, data) = add_blob(&env.fake, 10_000, 1);
     only_in(&env.fake, &d, &["org/app"]);
     let (app, other) = (target(&env, "org/app"), target(&env, "org/other"));
-    let got = read_all(env.mirror.blob(&app, &d, None, false).await.unwrap()).await;
+    let got = read_all(
+        env.mirror
+            .blob(&app, &d, None, Delivery::Stream, &Ungated)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(got.unwrap() == data);
     assert!(env.mirror.settle_blob(&d).await);
     for _ in 0..3 {
         assert_unknown(
-            env.mirror.blob(&other, &d, None, false).await,
+            env.mirror
+                .blob(&other, &d, None, Delivery::Stream, &Ungated)
+                .await,
             ErrorCode::BlobUnknown,
         );
         assert_unknown(
-            env.mirror.blob(&other, &d, Some("bytes=0-9"), false).await,
+            env.mirror
+                .blob(&other, &d, Some("bytes=0-9"), Delivery::Stream, &Ungated)
+                .await,
             ErrorCode::BlobUnknown,
         );
         assert_unknown(
@@ -94,15 +103,26 @@ async fn a_repository_that_holds_a_cached_blob_is_confirmed_once_then_served_fro
     let (d, data) = add_blob(&env.fake, 10_000, 2);
     only_in(&env.fake, &d, &["org/app", "org/other"]);
     let (app, other) = (target(&env, "org/app"), target(&env, "org/other"));
-    read_all(env.mirror.blob(&app, &d, None, false).await.unwrap())
-        .await
-        .unwrap();
+    read_all(
+        env.mirror
+            .blob(&app, &d, None, Delivery::Stream, &Ungated)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(env.mirror.settle_blob(&d).await);
 
-    let first = env.mirror.blob(&other, &d, None, false).await.unwrap();
+    let first = env
+        .mirror
+        .blob(&other, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(first.outcome, Outcome::Revalidated);
     assert!(read_all(first).await.unwrap() == data);
-    let again = env.mirror.blob(&other, &d, Some("bytes=10-19"), false);
+    let again = env
+        .mirror
+        .blob(&other, &d, Some("bytes=10-19"), Delivery::Stream, &Ungated);
     let again = again.await.unwrap();
     assert_eq!(again.outcome, Outcome::Hit);
     assert_eq!(read_all(again).await.unwrap(), &data[10..20]);
@@ -126,19 +146,32 @@ async fn manifests_link_what_they_name_and_are_served_only_where_they_belong() {
         target(&env, "org/third"),
         target(&env, "org/other"),
     );
-    read_all(env.mirror.blob(&app, &layer, None, false).await.unwrap())
-        .await
-        .unwrap();
+    read_all(
+        env.mirror
+            .blob(&app, &layer, None, Delivery::Stream, &Ungated)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(env.mirror.settle_blob(&layer).await);
     let m = add_manifest(&env.fake, "v1", &manifest_with_layer(&layer, 5000));
     only_in(&env.fake, &m, &["org/third"]);
 
     let tag = Reference::parse("v1").unwrap();
     assert_eq!(
-        env.mirror.manifest(&third, &tag).await.unwrap().outcome,
+        env.mirror
+            .manifest(&third, &tag, &Ungated)
+            .await
+            .unwrap()
+            .outcome,
         Outcome::Miss
     );
-    let a = env.mirror.blob(&third, &layer, None, false).await.unwrap();
+    let a = env
+        .mirror
+        .blob(&third, &layer, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(
         a.outcome,
         Outcome::Hit,
@@ -151,11 +184,15 @@ async fn manifests_link_what_they_name_and_are_served_only_where_they_belong() {
     );
 
     let by_digest = Reference::Digest(m.clone());
-    let hit = env.mirror.manifest(&third, &by_digest).await.unwrap();
+    let hit = env
+        .mirror
+        .manifest(&third, &by_digest, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(hit.outcome, Outcome::Hit);
     for t in [&other, &app] {
         assert_unknown(
-            env.mirror.manifest(t, &by_digest).await,
+            env.mirror.manifest(t, &by_digest, &Ungated).await,
             ErrorCode::ManifestUnknown,
         );
     }
@@ -170,14 +207,19 @@ async fn an_upstream_that_cannot_confirm_refuses_instead_of_leaking() {
     let (d, _) = add_blob(&env.fake, 1000, 4);
     only_in(&env.fake, &d, &["org/app"]);
     let (app, other) = (target(&env, "org/app"), target(&env, "org/other"));
-    read_all(env.mirror.blob(&app, &d, None, false).await.unwrap())
-        .await
-        .unwrap();
+    read_all(
+        env.mirror
+            .blob(&app, &d, None, Delivery::Stream, &Ungated)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(env.mirror.settle_blob(&d).await);
-    *env.fake.down.lock().unwrap() = Some(StatusCode::SERVICE_UNAVAILABLE);
+    env.fake.set_down(Some(StatusCode::SERVICE_UNAVAILABLE));
     let err = env
         .mirror
-        .blob(&other, &d, None, false)
+        .blob(&other, &d, None, Delivery::Stream, &Ungated)
         .await
         .err()
         .unwrap();
@@ -185,12 +227,18 @@ async fn an_upstream_that_cannot_confirm_refuses_instead_of_leaking() {
         matches!(&err, MirrorError::Upstream(u) if u.is_transient()),
         "{err:?}"
     );
-    let hit = env.mirror.blob(&app, &d, None, false).await.unwrap();
+    let hit = env
+        .mirror
+        .blob(&app, &d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(hit.outcome, Outcome::Hit, "a known link needs no upstream");
     // A failure is not remembered as "not found": once the upstream is back, it decides.
-    *env.fake.down.lock().unwrap() = None;
+    env.fake.set_down(None);
     assert_unknown(
-        env.mirror.blob(&other, &d, None, false).await,
+        env.mirror
+            .blob(&other, &d, None, Delivery::Stream, &Ungated)
+            .await,
         ErrorCode::BlobUnknown,
     );
 }
@@ -198,20 +246,33 @@ async fn an_upstream_that_cannot_confirm_refuses_instead_of_leaking() {
 #[tokio::test]
 async fn a_download_through_another_repository_is_not_joined_without_confirmation() {
     let env = env_with("").await;
-    *env.fake.slow.lock().unwrap() = Duration::from_millis(20);
+    env.fake.set_slow(Duration::from_millis(20));
     let (d, data) = add_blob(&env.fake, 20 * 64 * 1024, 5);
     only_in(&env.fake, &d, &["org/app"]);
     let (app, other) = (target(&env, "org/app"), target(&env, "org/other"));
     let (m, app2, d2) = (env.mirror.clone(), app.clone(), d.clone());
-    let first =
-        tokio::spawn(async move { read_all(m.blob(&app2, &d2, None, false).await.unwrap()).await });
+    let first = tokio::spawn(async move {
+        read_all(
+            m.blob(&app2, &d2, None, Delivery::Stream, &Ungated)
+                .await
+                .unwrap(),
+        )
+        .await
+    });
     tokio::time::sleep(Duration::from_millis(60)).await;
-    assert!(env.mirror.blob_is_local(&app.name, &d), "downloading");
+    assert_eq!(env.mirror.inflight(), 1, "downloading");
     assert_unknown(
-        env.mirror.blob(&other, &d, None, false).await,
+        env.mirror
+            .blob(&other, &d, None, Delivery::Stream, &Ungated)
+            .await,
         ErrorCode::BlobUnknown,
     );
-    let joined = read_all(env.mirror.blob(&app, &d, None, false).await.unwrap());
+    let joined = read_all(
+        env.mirror
+            .blob(&app, &d, None, Delivery::Stream, &Ungated)
+            .await
+            .unwrap(),
+    );
     assert!(joined.await.unwrap() == data);
     assert!(first.await.unwrap().unwrap() == data);
     assert_eq!(env.fake.hits("GET", &format!("/blobs/{d}")), 1);
@@ -229,12 +290,17 @@ async fn links_survive_a_restart() {
     let m = add_manifest(&env.fake, "v1", &manifest_with_layer(&layer, 3000));
     let app = target(&env, "org/app");
     env.mirror
-        .manifest(&app, &Reference::parse("v1").unwrap())
+        .manifest(&app, &Reference::parse("v1").unwrap(), &Ungated)
         .await
         .unwrap();
-    read_all(env.mirror.blob(&app, &layer, None, false).await.unwrap())
-        .await
-        .unwrap();
+    read_all(
+        env.mirror
+            .blob(&app, &layer, None, Delivery::Stream, &Ungated)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(env.mirror.settle_blob(&layer).await);
     env.mirror.shutdown().await;
 
@@ -243,7 +309,10 @@ async fn links_survive_a_restart() {
         again.resolve("org/app", None, None).unwrap(),
         again.resolve("org/other", None, None).unwrap(),
     );
-    let blob = again.blob(&app, &layer, None, false).await.unwrap();
+    let blob = again
+        .blob(&app, &layer, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(
         blob.outcome,
         Outcome::Hit,
@@ -251,10 +320,18 @@ async fn links_survive_a_restart() {
     );
     let by_digest = Reference::Digest(m);
     assert_eq!(
-        again.manifest(&app, &by_digest).await.unwrap().outcome,
+        again
+            .manifest(&app, &by_digest, &Ungated)
+            .await
+            .unwrap()
+            .outcome,
         Outcome::Hit
     );
-    let refused = again.blob(&other, &layer, None, false).await.err().unwrap();
+    let refused = again
+        .blob(&other, &layer, None, Delivery::Stream, &Ungated)
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(
         refused,
         MirrorError::Upstream(UpstreamError::Unreachable { .. })
@@ -306,12 +383,23 @@ async fn an_older_cache_gets_links_from_its_tag_answers() {
     }
     assert!(marker().await.is_some(), "the migration ran");
     let app = mirror.resolve("org/app", None, None).unwrap();
-    let blob = mirror.blob(&app, &layer_d, None, false).await.unwrap();
+    let blob = mirror
+        .blob(&app, &layer_d, None, Delivery::Stream, &Ungated)
+        .await
+        .unwrap();
     assert_eq!(blob.outcome, Outcome::Hit);
-    let got = mirror.manifest(&app, &Reference::Digest(m)).await.unwrap();
+    let got = mirror
+        .manifest(&app, &Reference::Digest(m), &Ungated)
+        .await
+        .unwrap();
     assert_eq!(got.outcome, Outcome::Hit);
     let other = mirror.resolve("org/other", None, None).unwrap();
-    assert!(mirror.blob(&other, &layer_d, None, false).await.is_err());
+    assert!(
+        mirror
+            .blob(&other, &layer_d, None, Delivery::Stream, &Ungated)
+            .await
+            .is_err()
+    );
     assert_eq!(
         crate::migrate::links_from_tags(&mirror).await.unwrap(),
         None,

@@ -29,16 +29,21 @@ async fn an_expired_tag_is_answered_at_once_and_refreshed_once_in_the_background
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("v1").unwrap();
     assert_eq!(
-        env.mirror.manifest(&t, &tag).await.unwrap().manifest.digest,
+        env.mirror
+            .manifest(&t, &tag, &Ungated)
+            .await
+            .unwrap()
+            .manifest
+            .digest,
         d1
     );
     let d2 = moved(&env.fake, "v1");
-    *env.fake.manifest_delay.lock().unwrap() = Duration::from_millis(500);
+    env.fake.set_manifest_delay(Duration::from_millis(500));
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let start = Instant::now();
     for _ in 0..10 {
-        let a = env.mirror.manifest(&t, &tag).await.unwrap();
+        let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
         assert_eq!((a.outcome, &a.manifest.digest), (Outcome::Hit, &d1));
     }
     assert!(
@@ -49,7 +54,7 @@ async fn an_expired_tag_is_answered_at_once_and_refreshed_once_in_the_background
     assert_eq!(env.mirror.revalidating(), 1, "one revalidation per tag");
     settle(&env.mirror).await;
     assert_eq!(env.fake.hits("HEAD", "/manifests/v1"), 1);
-    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!(
         (a.outcome, &a.manifest.digest),
         (Outcome::Hit, &d2),
@@ -63,18 +68,18 @@ async fn a_tag_never_seen_waits_and_shutdown_stops_revalidations() {
     add_manifest(&env.fake, "v1", MANIFEST);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("v1").unwrap();
-    *env.fake.manifest_delay.lock().unwrap() = Duration::from_millis(300);
+    env.fake.set_manifest_delay(Duration::from_millis(300));
     let start = Instant::now();
-    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!(a.outcome, Outcome::Miss);
     assert!(
         start.elapsed() >= Duration::from_millis(300),
         "a new tag waits"
     );
 
-    *env.fake.manifest_delay.lock().unwrap() = Duration::from_secs(30);
+    env.fake.set_manifest_delay(Duration::from_secs(30));
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    env.mirror.manifest(&t, &tag).await.unwrap();
+    env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!(env.mirror.revalidating(), 1);
     let stopping = Instant::now();
     env.mirror.shutdown().await;
@@ -94,18 +99,18 @@ async fn a_tag_deleted_upstream_is_served_for_keep_deleted_then_not() {
     let d = add_manifest(&env.fake, "v1", MANIFEST);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("v1").unwrap();
-    env.mirror.manifest(&t, &tag).await.unwrap();
-    env.fake.manifests.lock().unwrap().remove("v1");
+    env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
+    env.fake.remove_tag_everywhere("v1");
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let first_404 = Instant::now();
-    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!((a.outcome, &a.manifest.digest), (Outcome::Stale, &d));
     let deleted = a.deleted_upstream.expect("marked as deleted upstream");
     let window = deleted.until.duration_since(deleted.since).unwrap();
     assert_eq!(window, Duration::from_secs(3));
     assert!(deleted.header_value().starts_with("since="));
-    let again = env.mirror.manifest(&t, &tag).await.unwrap();
+    let again = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!(
         again.deleted_upstream,
         Some(deleted),
@@ -116,7 +121,7 @@ async fn a_tag_deleted_upstream_is_served_for_keep_deleted_then_not() {
         Duration::from_secs(3).saturating_sub(first_404.elapsed()) + Duration::from_millis(1100),
     )
     .await;
-    let err = env.mirror.manifest(&t, &tag).await.unwrap_err();
+    let err = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap_err();
     assert!(
         matches!(err, MirrorError::Upstream(UpstreamError::NotFound { .. })),
         "{err:?}"
@@ -125,7 +130,7 @@ async fn a_tag_deleted_upstream_is_served_for_keep_deleted_then_not() {
     // It comes back upstream: served normally again.
     add_manifest(&env.fake, "v1", MANIFEST);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let back = env.mirror.manifest(&t, &tag).await.unwrap();
+    let back = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!(
         (back.outcome, back.deleted_upstream),
         (Outcome::Revalidated, None)
@@ -140,28 +145,28 @@ async fn background_revalidation_notices_a_deletion_and_off_serves_nothing() {
         add_manifest(&e.fake, "v1", MANIFEST);
         let t = e.mirror.resolve("org/app", None, None).unwrap();
         let tag = Reference::parse("v1").unwrap();
-        e.mirror.manifest(&t, &tag).await.unwrap();
-        e.fake.manifests.lock().unwrap().remove("v1");
+        e.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
+        e.fake.remove_tag_everywhere("v1");
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let t = env.mirror.resolve("org/app", None, None).unwrap();
     let tag = Reference::parse("v1").unwrap();
-    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert_eq!(
         a.deleted_upstream, None,
         "not known yet: the HEAD runs after"
     );
     settle(&env.mirror).await;
-    let a = env.mirror.manifest(&t, &tag).await.unwrap();
+    let a = env.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     assert!(
         a.deleted_upstream.is_some(),
         "the background 404 was recorded"
     );
 
     let t = off.mirror.resolve("org/app", None, None).unwrap();
-    off.mirror.manifest(&t, &tag).await.unwrap();
+    off.mirror.manifest(&t, &tag, &Ungated).await.unwrap();
     settle(&off.mirror).await;
-    let err = off.mirror.manifest(&t, &tag).await.unwrap_err();
+    let err = off.mirror.manifest(&t, &tag, &Ungated).await.unwrap_err();
     assert!(
         matches!(err, MirrorError::Upstream(UpstreamError::NotFound { .. })),
         "{err:?}"
@@ -187,18 +192,18 @@ async fn a_hot_tag_is_refreshed_ahead_of_its_ttl_and_a_cold_one_is_not() {
         Reference::parse("cold").unwrap(),
     );
     for _ in 0..3 {
-        env.mirror.manifest(&t, &hot).await.unwrap();
+        env.mirror.manifest(&t, &hot, &Ungated).await.unwrap();
     }
-    env.mirror.manifest(&t, &cold).await.unwrap();
+    env.mirror.manifest(&t, &cold, &Ungated).await.unwrap();
     let hot_d2 = moved(&env.fake, "hot");
     moved(&env.fake, "cold");
     // 9 s of 10: fresh, and past the 80% mark.
     age_tag(&env.mirror, "hot", 9);
     age_tag(&env.mirror, "cold", 9);
 
-    let a = env.mirror.manifest(&t, &hot).await.unwrap();
+    let a = env.mirror.manifest(&t, &hot, &Ungated).await.unwrap();
     assert_eq!((a.outcome, &a.manifest.digest), (Outcome::Hit, &hot_d1));
-    let c = env.mirror.manifest(&t, &cold).await.unwrap();
+    let c = env.mirror.manifest(&t, &cold, &Ungated).await.unwrap();
     assert_eq!(c.outcome, Outcome::Hit);
     settle(&env.mirror).await;
     assert_eq!(
@@ -211,7 +216,7 @@ async fn a_hot_tag_is_refreshed_ahead_of_its_ttl_and_a_cold_one_is_not() {
         0,
         "a cold tag waits"
     );
-    let a = env.mirror.manifest(&t, &hot).await.unwrap();
+    let a = env.mirror.manifest(&t, &hot, &Ungated).await.unwrap();
     assert_eq!(
         a.manifest.digest, hot_d2,
         "the refresh is served before the TTL ran out"

@@ -9,7 +9,7 @@ use ferry_oci::Digest;
 use futures_util::StreamExt;
 
 use super::*;
-use crate::testserver::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
+use ferry_testkit::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
 
 fn memory_store(dir: &Path) -> ObjectStore {
     let op = Operator::new(opendal::services::Memory::default()).unwrap();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ferry_mirror::{BlobBody, Mirror, Outcome, Target};
+use ferry_mirror::{BlobBody, Delivery, Mirror, Outcome, Target, Ungated};
 use ferry_oci::Reference;
 use ferry_oci::manifest::Descriptor;
 use futures_util::StreamExt;
@@ -46,7 +46,7 @@ impl Transfer for ExportTransfer {
     async fn manifest(&self, reference: &Reference) -> Result<Fetched, SyncError> {
         let m = self
             .mirror
-            .manifest(&self.target, reference)
+            .manifest(&self.target, reference, &Ungated)
             .await?
             .manifest;
         self.layout
@@ -69,7 +69,7 @@ impl Transfer for ExportTransfer {
         }
         let answer = self
             .mirror
-            .blob(&self.target, &b.digest, None, false)
+            .blob(&self.target, &b.digest, None, Delivery::Stream, &Ungated)
             .await?;
         let BlobBody::Stream(stream) = answer.body else {
             return Err(SyncError::Invalid(

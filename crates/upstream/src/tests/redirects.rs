@@ -1,65 +1,28 @@
-//! Redirects against two fake servers: a registry on 127.0.0.1 that redirects, and a "foreign"
-//! host on 127.0.0.2 that counts what reaches it. Only blob downloads may go there, and only
-//! to hosts `redirect_hosts` allows.
+//! Redirects against the test kit's fake registry on 127.0.0.1 with its "CDN" listener on
+//! 127.0.0.2 (another host by name), which counts what reaches it. Only blob downloads may go
+//! there, and only to hosts `redirect_hosts` allows.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use ferry_testkit::registry::{Fault, FaultyUpstream, Rule};
 
 use super::*;
 
 const BLOB: &[u8] = b"bytes from the storage host";
 
-struct Hosts {
-    registry: String,
-    foreign: String,
-}
-
-async fn registry(State(h): State<Arc<Hosts>>, req: Request) -> Response {
-    let path = req.uri().path();
-    let to = |url: String| (StatusCode::TEMPORARY_REDIRECT, [("location", url)]).into_response();
-    if path.ends_with("/manifests/real") {
-        return ([("content-type", manifest::OCI_MANIFEST)], MANIFEST).into_response();
-    }
-    if path.ends_with("/manifests/moved") {
-        return to(format!("{}/v2/org/app/manifests/real", h.registry));
-    }
-    to(format!("{}/elsewhere{path}", h.foreign))
-}
-
-async fn foreign(State(hits): State<Arc<AtomicUsize>>, req: Request) -> Response {
-    hits.fetch_add(1, Ordering::SeqCst);
-    let body = if req.method() == Method::HEAD {
-        axum::body::Body::empty()
-    } else {
-        axum::body::Body::from(BLOB)
-    };
-    Response::builder()
-        .header("content-length", BLOB.len())
-        .body(body)
-        .unwrap()
-}
-
-/// Starts both servers; returns the registry URL and the foreign host's hit counter.
-async fn start_pair() -> (String, String, Arc<AtomicUsize>) {
-    let reg = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let far = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let hosts = Arc::new(Hosts {
-        registry: format!("http://{}", reg.local_addr().unwrap()),
-        foreign: format!("http://{}", far.local_addr().unwrap()),
-    });
-    let hits = Arc::new(AtomicUsize::new(0));
-    let app = axum::Router::new()
-        .fallback(registry)
-        .with_state(hosts.clone());
-    tokio::spawn(async move { axum::serve(reg, app).await.unwrap() });
-    let app = axum::Router::new()
-        .fallback(foreign)
-        .with_state(hits.clone());
-    tokio::spawn(async move { axum::serve(far, app).await.unwrap() });
-    let foreign_host = hosts.foreign.trim_start_matches("http://").to_owned();
-    (hosts.registry.clone(), foreign_host, hits)
+/// A registry that redirects everything of `org/app` to the other host but the manifest
+/// `moved` (to `real`, on its own host); returns it and the other host's `host:port`.
+fn start_pair() -> (FaultyUpstream, String) {
+    let fake = FaultyUpstream::start_with_cdn_on("127.0.0.2");
+    fake.add_blob(BLOB);
+    fake.add_manifest("org/app", Some("real"), manifest::OCI_MANIFEST, MANIFEST);
+    let moved = Fault::RedirectTo("/v2/org/app/manifests/real".into());
+    fake.add_rule(Rule::manifest("org/app", "moved", moved));
+    let away = || Fault::RedirectToCdnPath;
+    fake.add_rule(Rule::manifest("org/app", "v1", away()));
+    fake.add_rule(Rule::path("/v2/org/app/tags/list", away()));
+    fake.add_rule(Rule::path_contains("/org/app/referrers/", away()));
+    fake.add_rule(Rule::blobs(away()));
+    let foreign_host = fake.cdn_url().trim_start_matches("http://").to_owned();
+    (fake, foreign_host)
 }
 
 #[track_caller]
@@ -81,7 +44,9 @@ async fn body(mut dl: BlobDownload) -> Vec<u8> {
 
 #[tokio::test]
 async fn only_blob_downloads_follow_a_redirect_to_another_host() {
-    let (url, foreign_host, hits) = start_pair().await;
+    let (fake, foreign_host) = start_pair();
+    let url = fake.url();
+    let hits = || fake.cdn_requests().len();
     let up = upstream(&url, UpstreamConfig::default());
     let app = repo("org/app");
     let d = Digest::sha256_of(BLOB);
@@ -95,11 +60,7 @@ async fn only_blob_downloads_follow_a_redirect_to_another_host() {
     assert_refused(err, &foreign_host, only_blobs);
     let err = up.referrers(&app, &d, None).await.unwrap_err();
     assert_refused(err, &foreign_host, only_blobs);
-    assert_eq!(
-        hits.load(Ordering::SeqCst),
-        0,
-        "the foreign host was never contacted"
-    );
+    assert_eq!(hits(), 0, "the foreign host was never contacted");
 
     // A redirect on the registry's own host is followed.
     let m = up.manifest(&app, &tag("moved")).await.unwrap();
@@ -111,12 +72,14 @@ async fn only_blob_downloads_follow_a_redirect_to_another_host() {
         up.blob_head(&app, &d).await.unwrap(),
         Some(BLOB.len() as u64)
     );
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(hits(), 2);
 }
 
 #[tokio::test]
 async fn redirect_hosts_restrict_where_blob_downloads_go() {
-    let (url, foreign_host, hits) = start_pair().await;
+    let (fake, foreign_host) = start_pair();
+    let url = fake.url();
+    let hits = || fake.cdn_requests().len();
     let app = repo("org/app");
     let d = Digest::sha256_of(BLOB);
     let restricted = |hosts: &[&str]| UpstreamConfig {
@@ -126,16 +89,12 @@ async fn redirect_hosts_restrict_where_blob_downloads_go() {
 
     let allowed = upstream(&url, restricted(&["*.cloudfront.net", "127.0.0.2"]));
     assert_eq!(body(allowed.blob(&app, &d, 0).await.unwrap()).await, BLOB);
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(hits(), 1);
 
     let refused = upstream(&url, restricted(&["*.cloudfront.net"]));
     let err = refused.blob(&app, &d, 0).await.err().unwrap();
     assert_refused(err, &foreign_host, "upstreams.fake.io.redirect_hosts");
     let err = refused.blob_head(&app, &d).await.unwrap_err();
     assert_refused(err, &foreign_host, "redirect_hosts");
-    assert_eq!(
-        hits.load(Ordering::SeqCst),
-        1,
-        "no request to a host not allowed"
-    );
+    assert_eq!(hits(), 1, "no request to a host not allowed");
 }

@@ -63,7 +63,7 @@ impl BackgroundRuntime {
 }
 
 /// A listener on a kernel-chosen 127.0.0.1 port (in-process servers are never restarted, so
-/// they need no [`super::ports::PortLease`]).
+/// they need no leased port).
 pub fn bind_loopback() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind test server listener")
 }

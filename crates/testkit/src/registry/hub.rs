@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
-use super::super::token::basic_credentials;
 use super::{FaultyUpstream, Shared, oci_error};
+use crate::wire::basic_credentials;
 
 /// The limit and what each user has used.
 #[derive(Debug, Default)]
