@@ -17,18 +17,20 @@ use http::StatusCode;
 use http::request::Parts;
 use serde_json::json;
 
+use crate::App;
 use crate::error::ApiError;
-use crate::{App, peer_ip};
 
 /// Longest `top`.
 pub const MAX_TOP: usize = 1000;
 
+/// Admin credentials, or the console's session (for a DELETE, with its CSRF token).
 async fn authorize(app: &App, req: &Parts) -> Result<String, ApiError> {
-    let ip = app.access.client_ip(peer_ip(req), &req.headers);
-    app.access.admin(ip, &req.headers).await.map_err(|d| {
-        tracing::info!(subject = %d.subject, "admin API refused");
-        d.into()
-    })
+    let op = crate::console::auth::operator(app, req).await?;
+    if req.method != http::Method::GET {
+        crate::console::auth::check_action(app, req, &op, None)
+            .map_err(|e| ApiError::new(ferry_oci::ErrorCode::Denied, format!("refused: {e}")))?;
+    }
+    Ok(op.user().to_owned())
 }
 
 fn json_ok(v: serde_json::Value) -> Response {

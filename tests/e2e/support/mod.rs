@@ -9,6 +9,7 @@
 //! - [`skopeo_copy`], [`skopeo_inspect_raw_digest`], [`Podman`]: real pull clients that can
 //!   never reach the internet.
 //! - [`FaultyUpstream`]: an in-process fake registry with scripted faults.
+//! - [`webdriver::Browser`]: a real headless Chromium driven through chromedriver.
 //! - [`http::client`]: a reqwest client without proxies and without following redirects.
 //!
 //! Processes and servers stop when their handle is dropped; logs are printed when a test
@@ -47,6 +48,7 @@ pub mod registry;
 pub mod runtime;
 pub mod s3;
 pub mod token;
+pub mod webdriver;
 
 pub use clients::{
     CmdOutput, Podman, assert_pulls_back, podman_or_skip, registries_conf, skopeo_copy,
