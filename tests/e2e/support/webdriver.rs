@@ -1,7 +1,7 @@
 //! A real headless Chromium for console tests: Debian's `chromedriver` started on a leased
 //! loopback port, and the few W3C WebDriver commands the tests need (open a page, find and
 //! type into elements, click, read the page, run a line of script, take a screenshot),
-//! spoken over the blocking HTTP client of [`super::http`]. The browser reaches only the
+//! spoken over a small blocking HTTP/1.1 client. The browser reaches only the
 //! loopback ferry the test started.
 
 use std::path::{Path, PathBuf};
@@ -11,12 +11,52 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::http::raw_request;
 use super::ports::{PortLease, reserve_port};
 use super::process::Daemon;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+
+/// One WebDriver request: chromedriver keeps connections open whatever `Connection` says,
+/// so the answer is read by its `Content-Length`. Returns the status and the body.
+fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut out = vec![0; length];
+    reader.read_exact(&mut out)?;
+    Ok((status, out))
+}
 
 /// The element key of W3C WebDriver.
-const ELEMENT: &str = "element-6066-11e4-a52f-4a4df2e6e0c4";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A browser session; the browser and its driver stop when it is dropped.
 pub struct Browser {
@@ -51,7 +91,7 @@ impl Browser {
         let log = profile.path().join("chromedriver.log");
         let driver = Daemon::spawn("chromedriver", cmd, &log, &log);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while raw_request(&lease.addr(), "GET", "/status", &[], &[]).is_err() {
+        while request(&lease.addr(), "GET", "/status", &[]).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "chromedriver did not start: {}",
@@ -82,15 +122,15 @@ impl Browser {
 
     fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut headers = vec![];
-        if !body.is_empty() {
-            headers.push(("Content-Type", "application/json"));
-        }
-        let r = raw_request(&self.lease.addr(), method, path, &headers, body.as_bytes())
+        let (status, answer) = request(&self.lease.addr(), method, path, body.as_bytes())
             .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
-        let v: Value = serde_json::from_slice(&r.body)
-            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}: {}", r.text()));
-        assert_eq!(r.status, 200, "WebDriver {method} {path}: {v}");
+        let v: Value = serde_json::from_slice(&answer).unwrap_or_else(|e| {
+            panic!(
+                "WebDriver {method} {path}: {e}: {}",
+                String::from_utf8_lossy(&answer)
+            )
+        });
+        assert_eq!(status, 200, "WebDriver {method} {path}: {v}");
         v["value"].clone()
     }
 
@@ -181,7 +221,7 @@ impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
             let path = format!("/session/{}", self.session);
-            let _ = raw_request(&self.lease.addr(), "DELETE", &path, &[], &[]);
+            let _ = request(&self.lease.addr(), "DELETE", &path, &[]);
         }
     }
 }

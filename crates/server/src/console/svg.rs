@@ -7,8 +7,11 @@ use std::fmt::Write as _;
 const W: f64 = 600.0;
 const H: f64 = 150.0;
 /// Room for labels left and below.
-const LEFT: f64 = 56.0;
-const BOTTOM: f64 = 18.0;
+const LEFT: f64 = 70.0;
+const BOTTOM: f64 = 22.0;
+/// Room for the round line ends at the top and right.
+const TOP: f64 = 4.0;
+const RIGHT: f64 = 6.0;
 
 /// One line of a chart.
 #[derive(Debug, Clone)]
@@ -75,10 +78,16 @@ impl Chart<'_> {
                 pen_down = false;
                 continue;
             };
-            let x = LEFT + (W - LEFT) * i as f64 / n as f64;
-            let y = (H - BOTTOM) * (1.0 - (v / top).clamp(0.0, 1.0));
+            let x = LEFT + (W - LEFT - RIGHT) * i as f64 / n as f64;
+            let y = TOP + (H - BOTTOM - TOP) * (1.0 - (v / top).clamp(0.0, 1.0));
             let op = if pen_down { 'L' } else { 'M' };
             let _ = write!(d, "{op}{x:.1},{y:.1} ");
+            // A lone value (its neighbours have none) is drawn as a dot: a zero-length
+            // segment with round caps.
+            let next_empty = values.get(i + 1).is_none_or(Option::is_none);
+            if !pen_down && next_empty {
+                let _ = write!(d, "L{x:.1},{y:.1} ");
+            }
             pen_down = true;
         }
         d.trim_end().to_owned()
@@ -89,15 +98,14 @@ impl Chart<'_> {
         let top = self.top();
         let base = H - BOTTOM;
         let mut s = format!(
-            "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\" \
-             preserveAspectRatio=\"none\"><title>{t}</title>",
+            "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{t}\"><title>{t}</title>",
             t = escape(self.title)
         );
         let _ = write!(
             s,
             "<line class=\"axis\" x1=\"{LEFT}\" y1=\"{base}\" x2=\"{W}\" y2=\"{base}\"/>\
-             <line class=\"grid\" x1=\"{LEFT}\" y1=\"0.5\" x2=\"{W}\" y2=\"0.5\"/>\
-             <text class=\"tick\" x=\"{x}\" y=\"10\" text-anchor=\"end\">{max}</text>\
+             <line class=\"grid\" x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{W}\" y2=\"{TOP}\"/>\
+             <text class=\"tick\" x=\"{x}\" y=\"14\" text-anchor=\"end\">{max}</text>\
              <text class=\"tick\" x=\"{x}\" y=\"{base}\" text-anchor=\"end\">0</text>\
              <text class=\"tick\" x=\"{LEFT}\" y=\"{H}\">{a}</text>\
              <text class=\"tick\" x=\"{W}\" y=\"{H}\" text-anchor=\"end\">{b}</text>",
@@ -165,8 +173,8 @@ mod tests {
         let p = points(&svg);
         assert_eq!(p.len(), 3);
         assert_eq!(p[0], (LEFT, H - BOTTOM));
-        assert_eq!(p[2], (W, 0.0));
-        assert!((p[1].1 - (H - BOTTOM) / 2.0).abs() < 0.1, "{p:?}");
+        assert_eq!(p[2], (W - RIGHT, TOP));
+        assert!((p[1].1 - (H - BOTTOM + TOP) / 2.0).abs() < 0.1, "{p:?}");
         assert!(svg.contains(">10</text>"), "{svg}");
     }
 
@@ -181,7 +189,9 @@ mod tests {
             .next()
             .unwrap();
         assert_eq!(d.matches('M').count(), 2, "{d}");
-        assert_eq!(d.matches('L').count(), 1, "{d}");
+        // The lone first value is a dot (a zero-length segment), then one line.
+        assert_eq!(d.matches('L').count(), 2, "{d}");
+        assert!(d.starts_with("M70.0,66.0 L70.0,66.0 M"), "{d}");
         assert!(svg.contains("Requests &lt;per minute&gt;"), "{svg}");
         assert!(!svg.contains("<per"), "{svg}");
     }
