@@ -9,6 +9,7 @@ use ferry_config::{Config, LogFormat};
 use ferry_metrics::Metrics;
 use ferry_mirror::Mirror;
 use ferry_server::App;
+use ferry_server::console::sampler;
 use ferry_server::console::syncs::SyncRun;
 use ferry_server::console::{Console, ReloadRequest};
 use ferry_server::listen::{self, ListenOptions};
@@ -153,10 +154,16 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         access.keep_bans_in(path);
     }
     let series_file = console_dir(&config).map(|d| d.join("series.json"));
-    let series = series_file
+    let mut series = series_file
         .as_deref()
-        .map(ferry_server::console::sampler::load)
+        .map(sampler::load)
         .unwrap_or_default();
+    let series_key = access
+        .has_redis()
+        .then(|| sampler::redis_name(&config.listen));
+    if let Some(key) = series_key.as_deref().filter(|_| series.is_empty()) {
+        series = sampler::load_shared(&access, key).await;
+    }
     let console = Arc::new(Console::new(&config, series));
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     console.set_reload(reload_tx);
@@ -183,10 +190,10 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         tasks.spawn(watch_file(p.clone(), app.clone(), stop.clone()));
     }
     tasks.spawn(watch_signals(stop.clone(), app.clone(), path, reload_rx));
-    tasks.spawn(ferry_server::console::sampler::run(
-        console.clone(),
-        app.metrics.clone(),
+    tasks.spawn(sampler::run(
+        app.clone(),
         series_file,
+        series_key,
         stop.clone(),
     ));
     if let Some(sync) = config.sync.clone() {

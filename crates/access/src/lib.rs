@@ -30,6 +30,7 @@ mod error;
 mod fairuse;
 mod grant;
 mod ip;
+mod kv;
 mod lists;
 mod lists_view;
 mod meter;

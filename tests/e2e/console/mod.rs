@@ -667,3 +667,46 @@ fn console_json_lists_and_evicts_the_cache_reloads_and_lists_sync_runs() {
     );
     ferry.stop();
 }
+
+/// With `redis:`, the series are also kept in Redis: a replica whose local file is gone
+/// reads them back from there.
+#[test]
+fn console_series_are_kept_in_redis_too() {
+    let redis = RedisServer::start();
+    let upstream = Registry::start();
+    let image = push_fixture(&upstream, Fixture::single(), "library/hello:1");
+    let mut ferry = console_ferry(&upstream)
+        .set("redis.url", redis.url())
+        .start();
+    assert_pulls_back(
+        &format!("docker://{}/docker.io/library/hello:1", ferry.host()),
+        &image,
+    );
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let upstream_bytes = |ferry: &Ferry| -> u64 {
+        let r = get(
+            ferry,
+            "/admin/v1/series?window=1h",
+            &[("Authorization", &bearer)],
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        v["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["upstream_bytes"].as_u64().unwrap())
+            .sum()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the sampler to count the pull",
+        || upstream_bytes(&ferry) > 0,
+    );
+    let counted = upstream_bytes(&ferry);
+    ferry.stop();
+    let keys = redis.keys("ferry:access:console:series:*");
+    assert_eq!(keys.len(), 1, "{keys:?}: {}", ferry.log());
+    std::fs::remove_file(ferry.data_dir().join("_console/series.json")).unwrap();
+    ferry.start_again();
+    assert!(upstream_bytes(&ferry) >= counted, "read back from redis");
+}
