@@ -1,6 +1,8 @@
 //! Plain running totals for the console's time series ([`crate::series`]): counted in the same
 //! places as the Prometheus families, drained by the sampler every few seconds.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ pub struct Totals {
     cold_ms_sum: AtomicU64,
     cold_ms_max: AtomicU64,
     rejected: AtomicU64,
+    /// Refusals since start, by reason (not drained).
+    by_reason: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Totals {
@@ -46,9 +50,22 @@ impl Totals {
         self.cold_ms_max.fetch_max(ms, Relaxed);
     }
 
-    /// A request refused by access control or fair use (not a login challenge).
-    pub fn rejected(&self) {
+    /// A request refused by access control or fair use (not a login challenge), by reason
+    /// (`ferry_access::reason`).
+    pub fn rejected(&self, reason: &'static str) {
         self.rejected.fetch_add(1, Relaxed);
+        *self
+            .by_reason
+            .lock()
+            .expect("rejections lock")
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Refusals since start, by reason.
+    pub fn rejections(&self) -> Vec<(&'static str, u64)> {
+        let map = self.by_reason.lock().expect("rejections lock");
+        map.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// What was counted since the last call, and starts afresh (one sampler calls this).
@@ -83,12 +100,15 @@ mod tests {
         t.upstream_bytes(7);
         t.cold_download(Duration::from_millis(30));
         t.cold_download(Duration::from_millis(10));
-        t.rejected();
+        t.rejected("quota");
+        t.rejected("quota");
+        t.rejected("banned");
         let s = t.drain();
         assert_eq!((s.requests, s.served_bytes), (2, 150));
         assert_eq!((s.hits, s.misses, s.upstream_bytes), (2, 1, 7));
         assert_eq!((s.cold_count, s.cold_ms_sum, s.cold_ms_max), (2, 40, 30));
-        assert_eq!(s.rejected, 1);
+        assert_eq!(s.rejected, 3);
         assert_eq!(t.drain(), Sample::default());
+        assert_eq!(t.rejections(), [("banned", 1), ("quota", 2)]);
     }
 }

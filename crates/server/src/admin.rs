@@ -101,7 +101,16 @@ pub async fn usage(State(app): State<Arc<App>>, req: Request) -> Response {
 pub async fn bans(State(app): State<Arc<App>>, req: Request) -> Response {
     let (req, _) = req.into_parts();
     match authorize(&app, &req).await {
-        Ok(_) => json_ok(json!({ "bans": app.access.bans() })),
+        Ok(_) => {
+            let refused: serde_json::Map<String, serde_json::Value> = app
+                .metrics
+                .totals
+                .rejections()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), json!(v)))
+                .collect();
+            json_ok(json!({ "bans": app.access.bans(), "refused": refused }))
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -79,6 +79,8 @@ fn console_in_a_real_browser_logs_in_evicts_lifts_a_ban_and_reloads() {
     let bans = json_of(&ferry, "/admin/v1/bans");
     assert_eq!(bans["bans"].as_array().unwrap().len(), 1, "{bans}");
     let banned = bans["bans"][0]["subject"].as_str().unwrap().to_owned();
+    let refused = bans["refused"].as_object().unwrap();
+    assert!(refused.values().any(|n| n.as_u64() >= Some(1)), "{bans}");
     wait_until(
         Duration::from_secs(20),
         "the sampler to count the pull",

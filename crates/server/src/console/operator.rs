@@ -255,6 +255,7 @@ pub async fn bans(State(app): State<Arc<App>>, req: Request) -> Response {
     let q = query(&parts);
     let now = unix_now();
     let list = app.access.bans();
+    let refused = app.metrics.totals.rejections();
     let body = html! {
         (notice(&q))
         div class="table-wrap" { table {
@@ -275,6 +276,15 @@ pub async fn bans(State(app): State<Arc<App>>, req: Request) -> Response {
             }
         } }
         p class="note" { "Bans and slow-downs are set by the fair-use rules (" code { "access.rules" } ")." }
+        h2 { "Refused requests since start, by reason" }
+        div class="table-wrap" { table {
+            thead { tr { th { "Reason" } th class="num" { "Requests" } } }
+            tbody {
+                @for (reason, n) in &refused { tr { td { code { (reason) } } td class="num" { (n) } } }
+                @if refused.is_empty() { tr { td colspan="2" class="note" { "None." } } }
+            }
+        } }
+        p class="note" { "Quotas, lists, bans and budgets (see docs/access.md); login challenges are not counted." }
     };
     respond(
         StatusCode::OK,
