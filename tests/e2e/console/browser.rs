@@ -12,6 +12,10 @@ use crate::support::http::raw_request;
 use crate::support::webdriver::{Browser, browser_available, test_output};
 use crate::support::*;
 
+/// WebDriver's Tab and Enter keys.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
+
 /// The points of an SVG path's `d` (`M1,2 L3,4 ...`).
 fn points(d: &str) -> Vec<(f64, f64)> {
     d.split_whitespace()
@@ -122,13 +126,25 @@ fn console_in_a_real_browser_logs_in_evicts_lifts_a_ban_and_reloads() {
     assert!(b.url().contains("/ui/images?q="), "a GET form: {}", b.url());
     shot(&b, "images");
 
-    // Login.
+    // Login, with the keyboard: the skip link is the first Tab stop and Tab goes on to the
+    // navigation; in the form, Tab goes from the user to the password, Enter submits.
     b.open(&format!("{base}/ui/admin/"));
     assert!(b.source().contains("Operator login"));
     shot(&b, "login");
-    b.type_into("#user", ALICE.0);
-    b.type_into("#password", ALICE.1);
-    b.click("form[action='/ui/login'] button");
+    let first = b.script(
+        "return [...document.querySelectorAll('a[href], button:not([hidden]), input')][0].textContent",
+    );
+    assert_eq!(first, json!("Skip to content"), "the first Tab stop");
+    b.script("document.querySelector('a.skip').focus(); return null");
+    b.press(TAB);
+    let next = b.script("return document.activeElement.textContent");
+    assert_eq!(
+        next,
+        json!("Use this mirror"),
+        "Tab goes on to the navigation"
+    );
+    b.script("document.getElementById('user').focus(); return null");
+    b.press(&format!("{}{TAB}{}{ENTER}", ALICE.0, ALICE.1));
     wait_text(&b, "chart-traffic");
     assert!(b.url().ends_with("/ui/admin/"), "{}", b.url());
 

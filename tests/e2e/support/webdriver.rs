@@ -188,6 +188,18 @@ impl Browser {
         self.session_command("POST", &format!("/element/{e}/click"), Some(json!({})));
     }
 
+    /// Presses keys (WebDriver key codes such as `\u{E004}` for Tab, `\u{E007}` for Enter)
+    /// in the focused element, as a person at the keyboard would.
+    pub fn press(&self, keys: &str) {
+        let mut actions = Vec::new();
+        for k in keys.chars() {
+            actions.push(json!({"type": "keyDown", "value": k.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": k.to_string()}));
+        }
+        let body = json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]});
+        self.session_command("POST", "/actions", Some(body));
+    }
+
     /// Runs a script in the page and returns its value.
     pub fn script(&self, script: &str) -> Value {
         self.session_command(

@@ -202,6 +202,58 @@ mod tests {
         assert_eq!(ago(0, 7200), "2h ago");
     }
 
+    /// A colour variable of the stylesheet's `:root` as sRGB.
+    fn colour(name: &str) -> [f64; 3] {
+        let at = CSS
+            .find(&format!("--{name}: #"))
+            .unwrap_or_else(|| panic!("--{name}"));
+        let hex = &CSS[at + name.len() + 5..at + name.len() + 11];
+        let c = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap() as f64 / 255.0;
+        [c(0), c(2), c(4)]
+    }
+
+    /// WCAG 2 relative luminance and contrast ratio.
+    fn contrast(a: [f64; 3], b: [f64; 3]) -> f64 {
+        let lum = |c: [f64; 3]| {
+            let l = |v: f64| {
+                if v <= 0.03928 {
+                    v / 12.92
+                } else {
+                    ((v + 0.055) / 1.055).powf(2.4)
+                }
+            };
+            0.2126 * l(c[0]) + 0.7152 * l(c[1]) + 0.0722 * l(c[2])
+        };
+        let (x, y) = (lum(a) + 0.05, lum(b) + 0.05);
+        x.max(y) / x.min(y)
+    }
+
+    #[test]
+    fn text_colours_meet_wcag_aa_contrast() {
+        let white = [1.0; 3];
+        for (fg, bg) in [
+            ("fg", "bg"),
+            ("fg", "panel"),
+            ("muted", "bg"),
+            ("muted", "panel"),
+            ("accent", "bg"),
+            ("accent", "panel"),
+            ("bad", "bg"),
+            ("ok", "bg"),
+            ("s0", "panel"),
+            ("s1", "panel"),
+            ("s2", "panel"),
+            ("s3", "panel"),
+        ] {
+            let r = contrast(colour(fg), colour(bg));
+            assert!(r >= 4.5, "--{fg} on --{bg}: {r:.2}");
+        }
+        for bg in ["accent", "bad"] {
+            let r = contrast(white, colour(bg));
+            assert!(r >= 4.5, "white on --{bg}: {r:.2}");
+        }
+    }
+
     #[test]
     fn pages_escape_what_they_show() {
         let nav = Nav {
