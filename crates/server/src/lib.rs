@@ -3,8 +3,9 @@
 //! The router sends `/v2/...` to [`registry::handle`], which parses the path, routes it to an
 //! upstream repository and calls [`ferry_mirror::Mirror`]; failures become OCI errors in one
 //! place ([`error`]). Around it: `/healthz` (alive), `/readyz` (storage writable),
-//! `/metrics` (Prometheus text), one log line per request ([`observe`]) and the accept loop
-//! with graceful shutdown ([`listen`]).
+//! `/metrics` (Prometheus text), one log line per request ([`observe`]), the admin API
+//! (`/admin/v1/...`, [`admin`] and [`console::api`]), the web console (`/ui/...`,
+//! [`console`]) and the accept loop with graceful shutdown ([`listen`]).
 
 pub mod admin;
 pub mod conn_limits;

@@ -210,6 +210,34 @@ fn console_admin_pages_and_json_need_the_admin_role() {
     );
 }
 
+/// Failed console logins count against `access.quotas.failed_logins`: past the limit the
+/// form answers 429, even with the right password.
+#[test]
+fn console_failed_logins_are_rate_limited() {
+    let ferry = console_ferry(&Registry::start())
+        .set("access.quotas.failed_logins", "3/1m")
+        .start();
+    for _ in 0..3 {
+        assert_eq!(
+            form_post(&ferry, "/ui/login", &[], "user=alice&password=guess").status,
+            401
+        );
+    }
+    let limited = form_post(
+        &ferry,
+        "/ui/login",
+        &[],
+        "user=alice&password=wonderland-4711",
+    );
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert!(
+        limited.text().contains("too many failed logins"),
+        "{}",
+        limited.text()
+    );
+    assert!(limited.header("set-cookie").is_none());
+}
+
 /// The login sets an HttpOnly, SameSite=Strict cookie for /ui; the session opens every
 /// operator page and the console's JSON under /ui/admin/api; logout ends it.
 #[test]

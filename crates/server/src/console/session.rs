@@ -173,6 +173,19 @@ mod tests {
     }
 
     #[test]
+    fn idle_sessions_end() {
+        let t = Sessions::new(Duration::from_millis(1000));
+        let s = t.start("alice");
+        let h = headers(&[("cookie", &format!("{COOKIE}={}", s.id))]);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(t.find(&h).is_some(), "a request keeps it alive");
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(t.find(&h).is_some(), "1 s after the last request only");
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(t.find(&h), None, "idle too long");
+    }
+
+    #[test]
     fn cookies_have_the_flags() {
         let c = set_cookie("ab", true, Duration::from_secs(3600));
         for flag in [
