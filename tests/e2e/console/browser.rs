@@ -115,6 +115,20 @@ fn console_in_a_real_browser_logs_in_evicts_lifts_a_ban_and_reloads() {
             .as_u64(),
         Some(5)
     );
+    // The script shows the copy buttons (they stay hidden without it); a click copies or
+    // says to copy by hand.
+    let shown = b.script(
+        "return [...document.querySelectorAll('button.copy')].filter(x => !x.hidden).length",
+    );
+    assert_eq!(shown.as_u64(), Some(5), "copy buttons");
+    b.click("button[data-copy='cfg-0']");
+    std::thread::sleep(Duration::from_millis(300));
+    let label =
+        b.script("return document.querySelector(\"button[data-copy='cfg-0']\").textContent");
+    assert!(
+        label == json!("Copied") || label == json!("Select and copy by hand"),
+        "{label}"
+    );
     shot(&b, "home");
     b.open(&format!("{base}/ui/registries"));
     assert!(b.source().contains("ghcr.example"));

@@ -115,7 +115,12 @@ fn client_section(client: Client, t: &Target, i: usize) -> Markup {
         Err(e) => html! { p class="note" { (e.to_string()) } },
         Ok(out) => html! {
             (copyable(&format!("cfg-{i}"), &out.render()))
-            @for n in &out.notes { p class="note" { (n) } }
+            @if !out.notes.is_empty() {
+                details {
+                    summary { "Where this goes, and notes (" (out.notes.len()) ")" }
+                    ul class="note" { @for n in &out.notes { li { (n) } } }
+                }
+            }
         },
     }
 }
