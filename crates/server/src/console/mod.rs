@@ -10,8 +10,10 @@ pub mod layout;
 pub mod login;
 pub mod operator;
 pub mod overview;
+pub mod people;
 pub mod public;
 pub mod redact;
+pub mod running;
 pub mod sampler;
 pub mod session;
 pub mod svg;
@@ -116,12 +118,12 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .route("/ui/admin/", get(overview::show))
         .route("/ui/admin/cache", get(operator::cache))
         .route("/ui/admin/cache/evict", post(operator::evict))
-        .route("/ui/admin/usage", get(operator::usage))
-        .route("/ui/admin/bans", get(operator::bans))
-        .route("/ui/admin/bans/lift", post(operator::lift))
-        .route("/ui/admin/syncs", get(operator::syncs))
-        .route("/ui/admin/config", get(operator::config))
-        .route("/ui/admin/reload", post(operator::reload))
+        .route("/ui/admin/usage", get(people::usage))
+        .route("/ui/admin/bans", get(people::bans))
+        .route("/ui/admin/bans/lift", post(people::lift))
+        .route("/ui/admin/syncs", get(running::syncs))
+        .route("/ui/admin/config", get(running::config))
+        .route("/ui/admin/reload", post(running::reload))
         .route_layer(middleware::from_fn_with_state(app, enabled))
 }
 
