@@ -139,7 +139,12 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::delete(admin::lift),
         )
         .merge(admin_api("/admin/v1"))
-        .merge(admin_api("/ui/admin/api"))
+        .merge(
+            admin_api("/ui/admin/api").route_layer(middleware::from_fn_with_state(
+                app.clone(),
+                console::enabled,
+            )),
+        )
         .merge(console::routes(app.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), head_limit))

@@ -463,13 +463,22 @@ fn console_public_pages_can_be_hidden_and_the_console_turned_off() {
             .contains("href=\"/ui/registries\"")
     );
     let off = console_ferry(&upstream).set("ui.enabled", false).start();
-    for p in ["/ui/", "/ui/login", "/ui/admin/", "/ui/assets/console.css"] {
+    for p in [
+        "/ui/",
+        "/ui/login",
+        "/ui/admin/",
+        "/ui/assets/console.css",
+        "/ui/admin/api/series",
+    ] {
         assert_eq!(
             get(&off, p, &[("Authorization", &basic(ALICE))]).status,
             404,
             "{p}"
         );
     }
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let api = get(&off, "/admin/v1/series", &[("Authorization", &bearer)]);
+    assert_eq!(api.status, 200, "the admin API stays");
     let public = console_ferry(&upstream).start();
     for p in PUBLIC_PAGES {
         assert_eq!(get(&public, p, &[]).status, 200, "{p}");

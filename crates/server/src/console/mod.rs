@@ -128,7 +128,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
 }
 
 /// `ui.enabled: false` removes the console: every `/ui/` path is a 404.
-async fn enabled(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+pub async fn enabled(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     if app.console.config().ui.enabled {
         next.run(req).await
     } else {
