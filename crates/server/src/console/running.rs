@@ -60,8 +60,9 @@ pub async fn config(State(app): State<Arc<App>>, req: Request) -> Response {
         Err(r) => return r,
     };
     let q = query(&parts);
-    let shown = serde_json::to_string_pretty(&super::redact::redacted(&app.console.config()))
-        .unwrap_or_default();
+    let redacted = super::redact::redacted(&app.console.config());
+    let shown = serde_saphyr::to_string(&redacted)
+        .unwrap_or_else(|_| serde_json::to_string_pretty(&redacted).unwrap_or_default());
     let body = html! {
         (notice(&q))
         form method="post" action="/ui/admin/reload" {
@@ -70,6 +71,7 @@ pub async fn config(State(app): State<Arc<App>>, req: Request) -> Response {
             span class="note" { " (the same as SIGHUP: an invalid file is refused and the running configuration stays)" }
         }
         h2 { "Running configuration" }
+        p class="note" { "With every default filled in; as JSON: " a href="/ui/admin/api/config" { "/admin/v1/config" } "." }
         p class="note" { "Secrets (passwords, tokens, keys, URL passwords) are shown as ***." }
         (copyable("config", &shown))
     };
