@@ -8,6 +8,8 @@ set -eu
 # podman's vfs stack (test-environment notes section 3.2) is listed piece by piece.
 # A JDK (javac, for `java File.java`) reads the generated .testcontainers.properties with
 # Java's own Properties loader (crates/clientcfg/tests/java_properties.rs).
+# Headless Chromium and its WebDriver (fontconfig brings a font, for readable screenshots) drive the web
+# console in a real browser (tests/e2e/console/browser.rs).
 REQUIRED="
 docker-registry docker-registry
 skopeo skopeo
@@ -30,6 +32,9 @@ containerd containerd
 runc runc
 python3 python3
 javac default-jdk-headless
+chromium chromium
+chromedriver chromium-driver
+fc-list fontconfig
 "
 
 # True when $1 is an absolute path to an executable, or a program on PATH or in an sbin

@@ -9,6 +9,9 @@ use ferry_config::{Config, LogFormat};
 use ferry_metrics::Metrics;
 use ferry_mirror::Mirror;
 use ferry_server::App;
+use ferry_server::console::sampler;
+use ferry_server::console::syncs::SyncRun;
+use ferry_server::console::{Console, ReloadRequest};
 use ferry_server::listen::{self, ListenOptions};
 use ferry_storage::BlobStore;
 use ferry_storage::FileMaps;
@@ -150,6 +153,20 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     if let Some(path) = bans_file(&config) {
         access.keep_bans_in(path);
     }
+    let series_file = console_dir(&config).map(|d| d.join("series.json"));
+    let mut series = series_file
+        .as_deref()
+        .map(sampler::load)
+        .unwrap_or_default();
+    let series_key = access
+        .has_redis()
+        .then(|| sampler::redis_name(&config.listen));
+    if let Some(key) = series_key.as_deref().filter(|_| series.is_empty()) {
+        series = sampler::load_shared(&access, key).await;
+    }
+    let console = Arc::new(Console::new(&config, series));
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    console.set_reload(reload_tx);
     let app = Arc::new(App {
         mirror: mirror.clone(),
         access,
@@ -157,6 +174,7 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         external_url: config.server.external_url.clone(),
         tls: config.tls.is_some(),
         max_header_bytes: config.server.max_header_bytes.0 as usize,
+        console: console.clone(),
     });
     let stop = CancellationToken::new();
     // Every long-running task is owned by the engine's tracker; shutdown waits for them.
@@ -171,12 +189,20 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     if let Some(p) = &path {
         tasks.spawn(watch_file(p.clone(), app.clone(), stop.clone()));
     }
-    tasks.spawn(watch_signals(stop.clone(), app.clone(), path));
+    tasks.spawn(watch_signals(stop.clone(), app.clone(), path, reload_rx));
+    tasks.spawn(sampler::run(
+        app.clone(),
+        series_file,
+        series_key,
+        stop.clone(),
+    ));
     if let Some(sync) = config.sync.clone() {
+        let console = console.clone();
         tasks.spawn(ferry_sync::schedule::run_scheduled(
             mirror.clone(),
             sync,
             stop.clone(),
+            move |run| console.syncs.push(sync_run(run)),
         ));
     }
 
@@ -200,6 +226,39 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     mirror.shutdown().await;
     tracing::info!("ferry stopped");
     Ok(())
+}
+
+/// The console's state directory, `<cache root>/_console` (its time series), when the cache
+/// is on local disk.
+fn console_dir(config: &Config) -> Option<PathBuf> {
+    let root = config
+        .storage
+        .fs_root()
+        .or_else(|| config.storage.local_cache.as_ref().map(|l| l.root.clone()))?;
+    let dir = root.join("_console");
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "the console's charts will not survive a restart");
+            None
+        }
+    }
+}
+
+/// A scheduled sync run as the console shows it.
+fn sync_run(r: ferry_sync::schedule::RunRecord) -> SyncRun {
+    SyncRun {
+        started: r
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        seconds: r.took.as_secs(),
+        list: r.list.display().to_string(),
+        images: r.images,
+        failed: r.failed,
+        bytes_fetched: r.bytes_fetched,
+        errors: r.errors,
+    }
 }
 
 /// Where bans are kept across restarts without Redis: `<cache root>/_fairuse/bans.json`.
@@ -240,13 +299,19 @@ async fn watch_file(path: PathBuf, app: Arc<App>, stop: CancellationToken) {
         if now != seen && now.is_some() {
             seen = now;
             tracing::info!(file = %path.display(), "configuration file changed");
-            reload(&app, Some(&path)).await;
+            let _ = reload(&app, Some(&path)).await;
         }
     }
 }
 
-/// SIGTERM/SIGINT stop the server; SIGHUP reloads the config file.
-async fn watch_signals(stop: CancellationToken, app: Arc<App>, path: Option<PathBuf>) {
+/// SIGTERM/SIGINT stop the server; SIGHUP, and the console's reload button (`asked`),
+/// reload the config file.
+async fn watch_signals(
+    stop: CancellationToken,
+    app: Arc<App>,
+    path: Option<PathBuf>,
+    mut asked: tokio::sync::mpsc::Receiver<ReloadRequest>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     loop {
@@ -256,21 +321,27 @@ async fn watch_signals(stop: CancellationToken, app: Arc<App>, path: Option<Path
                 stop.cancel();
                 return;
             }
-            _ = hup.recv() => reload(&app, path.as_deref()).await,
+            () = stop.cancelled() => return,
+            _ = hup.recv() => {
+                let _ = reload(&app, path.as_deref()).await;
+            }
+            Some(answer) = asked.recv() => {
+                let _ = answer.send(reload(&app, path.as_deref()).await);
+            }
         }
     }
 }
 
-async fn reload(app: &App, path: Option<&Path>) {
+async fn reload(app: &App, path: Option<&Path>) -> Result<(), String> {
     let Some(path) = path else {
-        tracing::info!("SIGHUP: running on the embedded default config, nothing to reload");
-        return;
+        tracing::info!("reload: running on the embedded default config, nothing to reload");
+        return Err("ferry runs on its embedded default config: there is no file to reload".into());
     };
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded; keeping the previous one");
-            return;
+            return Err(e.to_string());
         }
     };
     // Both parts are built first; only when both are good are both applied, so a bad
@@ -284,13 +355,17 @@ async fn reload(app: &App, path: Option<&Path>) {
         (Ok(access), Ok(mirror)) => {
             app.access.apply_reload(access);
             app.mirror.apply_reload(mirror);
+            app.console.set_config(config);
             tracing::info!(file = %path.display(), "configuration reloaded");
+            Ok(())
         }
         (Err(e), _) => {
-            tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded; keeping the previous one")
+            tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded; keeping the previous one");
+            Err(e.to_string())
         }
         (_, Err(e)) => {
-            tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded (upstreams); keeping the previous one")
+            tracing::error!(file = %path.display(), error = %e, "configuration NOT reloaded (upstreams); keeping the previous one");
+            Err(e.to_string())
         }
     }
 }

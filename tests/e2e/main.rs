@@ -8,6 +8,7 @@ mod support;
 
 mod access;
 mod archive;
+mod console;
 mod copy;
 mod copy_local;
 mod core;

@@ -89,6 +89,32 @@ impl Access {
         let _ = self.fair.metrics.set(metrics);
     }
 
+    /// Checks the password of a user who must be an admin (the console's login form, or
+    /// Basic credentials of the admin API); failed logins count against
+    /// `access.quotas.failed_logins` like any other login. `Ok` names the user.
+    pub async fn admin_login(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<String, Denial> {
+        let st = self.state.load_full();
+        let who = login(&st, ip, user, password).await.map_err(|mut d| {
+            d.challenge = Some(ADMIN_CHALLENGE.to_owned());
+            d
+        })?;
+        if st.policy.admins.contains(user) {
+            Ok(who.to_string())
+        } else {
+            let msg = format!("user {user} is not an admin (access.users.{user}.admin)");
+            Err(Denial::denied(
+                reason::NOT_ADMIN,
+                format!("user {user}"),
+                msg,
+            ))
+        }
+    }
+
     /// Checks an admin API caller; `Ok` names who it is (`token` or the user).
     pub async fn admin(&self, ip: IpAddr, headers: &HeaderMap) -> Result<String, Denial> {
         let st = self.state.load_full();
@@ -111,22 +137,7 @@ impl Access {
                     Err(unauthorized("this admin token is not valid"))
                 }
             }
-            Presented::Basic(user, password) => {
-                let who = login(&st, ip, &user, &password).await.map_err(|mut d| {
-                    d.challenge = Some(ADMIN_CHALLENGE.to_owned());
-                    d
-                })?;
-                if p.admins.contains(&user) {
-                    Ok(who.to_string())
-                } else {
-                    let msg = format!("user {user} is not an admin (access.users.{user}.admin)");
-                    Err(Denial::denied(
-                        reason::NOT_ADMIN,
-                        format!("user {user}"),
-                        msg,
-                    ))
-                }
-            }
+            Presented::Basic(user, password) => self.admin_login(ip, &user, &password).await,
             _ => Err(unauthorized(
                 "the admin API needs an admin token (Authorization: Bearer) or an admin user",
             )),

@@ -60,6 +60,8 @@ impl ClientRules {
 /// Repository rules.
 #[derive(Debug)]
 pub(crate) struct RepoRules {
+    /// The allow patterns as written (for the console's list of allowed images).
+    pub(crate) allow_patterns: Vec<String>,
     allow: GlobSet,
     allow_empty: bool,
     deny: GlobSet,
@@ -87,9 +89,15 @@ impl RepoRules {
             allow_empty: allow.is_empty(),
             allow: globs("allow", allow.iter().map(String::as_str))?,
             deny: globs("deny", deny_rules.iter().map(|(p, _)| p.as_str()))?,
+            allow_patterns: allow.iter().map(|p| p.trim().to_owned()).collect(),
             deny_rules,
             note,
         })
+    }
+
+    /// The deny patterns and their reasons.
+    pub(crate) fn deny_rules(&self) -> &[(String, String)] {
+        &self.deny_rules
     }
 
     /// Whether there is no rule at all.

@@ -16,6 +16,7 @@ pub mod fairuse;
 pub mod hosts;
 pub mod server;
 pub mod storage;
+pub mod ui;
 pub mod units;
 pub mod upstream;
 pub mod validate;
@@ -29,6 +30,7 @@ pub use access::AccessConfig;
 pub use cache::{CacheConfig, ColdRanges, KeepDeleted, Revalidate};
 pub use server::{LogConfig, LogFormat, RedisConfig, ServerConfig, SyncConfig, TlsConfig};
 pub use storage::{FsConfig, LocalCacheConfig, S3Config, StorageConfig, Unavailable};
+pub use ui::UiConfig;
 pub use units::{ByteSize, Dur, Secret};
 pub use upstream::{Account, SegmentsConfig, UpstreamConfig};
 pub use validate::{ConfigError, ConfigErrors};
@@ -61,6 +63,8 @@ pub struct Config {
     pub log: LogConfig,
     /// HTTP server behaviour.
     pub server: ServerConfig,
+    /// The web console.
+    pub ui: UiConfig,
 }
 
 impl Default for Config {
@@ -78,6 +82,7 @@ impl Default for Config {
             tls: None,
             log: LogConfig::default(),
             server: ServerConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }

@@ -96,6 +96,9 @@ pub fn validate(c: &Config, text: &str) -> Result<(), ConfigErrors> {
     }
     check_upstreams(c, &mut err);
     check_server(&c.server, &mut err);
+    if c.ui.session_idle.0.is_zero() {
+        err(&["ui", "session_idle"], "must be longer than zero".into());
+    }
     c.access.check(&mut err);
     check_storage(&c.storage, &mut err);
     for (i, pattern) in c.cache.immutable_tags.iter().enumerate() {

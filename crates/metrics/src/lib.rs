@@ -4,6 +4,17 @@
 //! is created at start-up and passed (in an `Arc`) to the parts that record, so there is no
 //! global state and tests can build their own. Names follow Prometheus conventions: `ferry_`
 //! prefix, `_total` for counters, base units (`_seconds`, `_bytes`).
+//!
+//! Beside the Prometheus families: [`Totals`], plain counters the console's sampler drains
+//! into its [`series::Series`] (last hour, day and week), and [`HealthBook`], what ferry knows
+//! of each upstream's health.
+
+pub mod health;
+pub mod series;
+pub mod totals;
+
+pub use health::{HealthBook, UpstreamHealth};
+pub use totals::Totals;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -123,6 +134,10 @@ pub struct BudgetLabels {
 /// Every metric ferry exports.
 pub struct Metrics {
     registry: Registry,
+    /// Running totals for the console's time series (drained by its sampler).
+    pub totals: Totals,
+    /// What ferry knows of each upstream's health.
+    pub health: HealthBook,
     /// HTTP requests answered.
     pub http_requests: Family<HttpLabels, Counter>,
     /// HTTP request latency until the response head.
@@ -200,6 +215,8 @@ impl Metrics {
     pub fn new() -> Self {
         let mut m = Metrics {
             registry: Registry::default(),
+            totals: Totals::default(),
+            health: HealthBook::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(latency_histogram),
             served_bytes: Family::default(),
@@ -427,6 +444,7 @@ impl Metrics {
 
     /// Counts an upstream response (status 0: no response).
     pub fn upstream_request(&self, upstream: &str, kind: &'static str, status: u16, secs: f64) {
+        self.health.note(upstream, status);
         self.upstream_requests
             .get_or_create(&UpstreamLabels {
                 upstream: upstream.to_owned(),
@@ -465,6 +483,7 @@ impl Metrics {
 
     /// Counts a cache hit or miss.
     pub fn cache(&self, upstream: &str, kind: &'static str, hit: bool) {
+        self.totals.cache(hit);
         let family = if hit {
             &self.cache_hits
         } else {

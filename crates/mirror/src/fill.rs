@@ -234,6 +234,7 @@ struct Spool {
 impl Job {
     async fn run(self) {
         self.ctx.metrics.inflight_fills.inc();
+        let began = std::time::Instant::now();
         let mut spool = None;
         let download = tokio::time::timeout(self.ctx.timeout, self.download(&mut spool));
         let result = tokio::select! {
@@ -244,6 +245,7 @@ impl Job {
         self.ctx.metrics.inflight_fills.dec();
         match result {
             Ok(()) => {
+                self.ctx.metrics.totals.cold_download(began.elapsed());
                 self.fill.progress.send_replace(Progress::Done);
             }
             Err(e) => {

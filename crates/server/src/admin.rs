@@ -17,18 +17,20 @@ use http::StatusCode;
 use http::request::Parts;
 use serde_json::json;
 
+use crate::App;
 use crate::error::ApiError;
-use crate::{App, peer_ip};
 
 /// Longest `top`.
 pub const MAX_TOP: usize = 1000;
 
+/// Admin credentials, or the console's session (for a DELETE, with its CSRF token).
 async fn authorize(app: &App, req: &Parts) -> Result<String, ApiError> {
-    let ip = app.access.client_ip(peer_ip(req), &req.headers);
-    app.access.admin(ip, &req.headers).await.map_err(|d| {
-        tracing::info!(subject = %d.subject, "admin API refused");
-        d.into()
-    })
+    let op = crate::console::auth::operator(app, req).await?;
+    if req.method != http::Method::GET {
+        crate::console::auth::check_action(app, req, &op, None)
+            .map_err(|e| ApiError::new(ferry_oci::ErrorCode::Denied, format!("refused: {e}")))?;
+    }
+    Ok(op.user().to_owned())
 }
 
 fn json_ok(v: serde_json::Value) -> Response {
@@ -99,7 +101,16 @@ pub async fn usage(State(app): State<Arc<App>>, req: Request) -> Response {
 pub async fn bans(State(app): State<Arc<App>>, req: Request) -> Response {
     let (req, _) = req.into_parts();
     match authorize(&app, &req).await {
-        Ok(_) => json_ok(json!({ "bans": app.access.bans() })),
+        Ok(_) => {
+            let refused: serde_json::Map<String, serde_json::Value> = app
+                .metrics
+                .totals
+                .rejections()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), json!(v)))
+                .collect();
+            json_ok(json!({ "bans": app.access.bans(), "refused": refused }))
+        }
         Err(e) => e.into_response(),
     }
 }

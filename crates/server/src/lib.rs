@@ -3,11 +3,13 @@
 //! The router sends `/v2/...` to [`registry::handle`], which parses the path, routes it to an
 //! upstream repository and calls [`ferry_mirror::Mirror`]; failures become OCI errors in one
 //! place ([`error`]). Around it: `/healthz` (alive), `/readyz` (storage writable),
-//! `/metrics` (Prometheus text), one log line per request ([`observe`]) and the accept loop
-//! with graceful shutdown ([`listen`]).
+//! `/metrics` (Prometheus text), one log line per request ([`observe`]), the admin API
+//! (`/admin/v1/...`, [`admin`] and [`console::api`]), the web console (`/ui/...`,
+//! [`console`]) and the accept loop with graceful shutdown ([`listen`]).
 
 pub mod admin;
 pub mod conn_limits;
+pub mod console;
 pub mod error;
 pub mod listen;
 mod miss_quota;
@@ -45,6 +47,8 @@ pub struct App {
     pub tls: bool,
     /// Largest request head accepted (`server.max_header_bytes`).
     pub max_header_bytes: usize,
+    /// The web console's state (sessions, time series, sync runs, running config).
+    pub console: Arc<console::Console>,
 }
 
 /// Most request headers accepted.
@@ -57,8 +61,14 @@ impl App {
     /// connection's scheme and the request's host. A host that is not a plain `host[:port]`
     /// is never echoed (it would land inside a quoted header value).
     pub fn token_realm(&self, req: &http::request::Parts) -> String {
+        format!("{}/token", self.base_url(req))
+    }
+
+    /// This mirror's URL as its clients know it (no trailing slash), found as for
+    /// [`App::token_realm`].
+    pub fn base_url(&self, req: &http::request::Parts) -> String {
         if let Some(base) = &self.external_url {
-            return format!("{}/token", base.trim_end_matches('/'));
+            return base.trim_end_matches('/').to_owned();
         }
         let peer = peer_ip(req).ip();
         let forwarded = |name: &str| {
@@ -77,7 +87,7 @@ impl App {
             _ if self.tls => "https",
             _ => "http",
         };
-        format!("{scheme}://{host}/token")
+        format!("{scheme}://{host}")
     }
 }
 
@@ -129,9 +139,42 @@ pub fn router(app: Arc<App>) -> Router {
             "/admin/v1/bans/{subject}",
             axum::routing::delete(admin::lift),
         )
+        .merge(admin_api("/admin/v1"))
+        .merge(
+            admin_api("/ui/admin/api").route_layer(middleware::from_fn_with_state(
+                app.clone(),
+                console::enabled,
+            )),
+        )
+        .merge(console::routes(app.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), head_limit))
         .with_state(app)
+}
+
+/// The console's JSON (`console::api`), under `/admin/v1` for admin credentials and under
+/// `/ui/admin/api` for the console's session cookie; `/ui/admin/api` also serves usage and
+/// bans.
+fn admin_api(prefix: &str) -> Router<Arc<App>> {
+    use axum::routing::{delete, post};
+    use console::api;
+    let r = Router::new()
+        .route(&format!("{prefix}/series"), get(api::series))
+        .route(&format!("{prefix}/cache"), get(api::cache))
+        .route(
+            &format!("{prefix}/cache/{{upstream}}/{{*repository}}"),
+            delete(api::evict_json),
+        )
+        .route(&format!("{prefix}/syncs"), get(api::syncs))
+        .route(&format!("{prefix}/config"), get(api::config))
+        .route(&format!("{prefix}/reload"), post(api::reload))
+        .route(&format!("{prefix}/upstreams"), get(api::upstreams));
+    if prefix == "/admin/v1" {
+        return r;
+    }
+    r.route(&format!("{prefix}/usage"), get(admin::usage))
+        .route(&format!("{prefix}/bans"), get(admin::bans))
+        .route(&format!("{prefix}/bans/{{subject}}"), delete(admin::lift))
 }
 
 /// Refuses request heads over `server.max_header_bytes` (or with too many headers) with 431

@@ -114,6 +114,7 @@ impl RequestLog {
     fn emit(self, status: u16, bytes: u64, complete: bool) {
         let m = &self.metrics;
         let method = method_label(&self.method);
+        m.totals.request(bytes);
         m.http_requests
             .get_or_create(&HttpLabels {
                 route: self.route,

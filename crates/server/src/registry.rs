@@ -187,6 +187,7 @@ fn refused(app: &App, d: ferry_access::Denial) -> ApiError {
         .get_or_create(&ReasonLabels { reason: d.reason })
         .inc();
     if d.reason != ferry_access::reason::AUTH_CHALLENGE {
+        app.metrics.totals.rejected(d.reason);
         tracing::info!(subject = %d.subject, reason = d.reason, "request refused");
     }
     d.into()

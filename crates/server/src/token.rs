@@ -69,6 +69,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
                 .rejected
                 .get_or_create(&ReasonLabels { reason: d.reason })
                 .inc();
+            app.metrics.totals.rejected(d.reason);
             tracing::info!(subject = %d.subject, reason = d.reason, "token request refused");
             ApiError::from(d)
                 .challenged(|| TOKEN_CHALLENGE.to_owned())

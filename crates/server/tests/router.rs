@@ -41,6 +41,10 @@ async fn harness(access: &str) -> Harness {
         external_url: None,
         tls: false,
         max_header_bytes: 4096,
+        console: Arc::new(ferry_server::console::Console::new(
+            &config,
+            Default::default(),
+        )),
     });
     Harness {
         app: router(app),

@@ -239,7 +239,8 @@ impl Upstream {
         let stream = resp
             .bytes_stream()
             .inspect_ok(move |b| {
-                Metrics::per_upstream(&metrics.upstream_bytes, &name, b.len() as u64)
+                Metrics::per_upstream(&metrics.upstream_bytes, &name, b.len() as u64);
+                metrics.totals.upstream_bytes(b.len() as u64);
             })
             .map_err(std::io::Error::other)
             .boxed();

@@ -10,6 +10,7 @@
 //!   never reach the internet.
 //! - [`FaultyUpstream`]: an in-process fake registry with scripted faults (from the test kit,
 //!   `crates/testkit`).
+//! - [`webdriver::Browser`]: a real headless Chromium driven through chromedriver.
 //! - [`http::client`]: a reqwest client without proxies and without following redirects.
 //!
 //! Processes and servers stop when their handle is dropped; logs are printed when a test
@@ -48,6 +49,7 @@ pub mod registry;
 pub use ferry_testkit::runtime;
 pub mod s3;
 pub mod token;
+pub mod webdriver;
 
 pub use clients::{
     CmdOutput, Podman, assert_pulls_back, podman_or_skip, registries_conf, skopeo_copy,

@@ -66,6 +66,9 @@ pub(crate) fn connection(url: &str) -> Result<ConnectionManager, AccessError> {
         .map_err(|e| AccessError::Redis(e.to_string()))
 }
 
+/// The Redis key of the sanctions, after `access.quotas.redis_prefix`.
+pub(crate) const SANCTIONS_KEY: &str = "fairuse:sanctions";
+
 /// Now in seconds since the epoch.
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
@@ -78,7 +81,7 @@ pub(crate) fn now_secs() -> u64 {
 pub(crate) struct Sanctions {
     map: RwLock<HashMap<String, Sanction>>,
     file: Mutex<Option<PathBuf>>,
-    redis: Option<(ConnectionManager, String)>,
+    pub(crate) redis: Option<(ConnectionManager, String)>,
 }
 
 impl std::fmt::Debug for Sanctions {
@@ -99,7 +102,7 @@ impl Sanctions {
 
     /// Sanctions shared through `conn` (keys under `prefix`), or local ones.
     pub(crate) fn connect(conn: Option<ConnectionManager>, prefix: &str) -> Sanctions {
-        Sanctions::new(conn.map(|c| (c, format!("{prefix}fairuse:sanctions"))))
+        Sanctions::new(conn.map(|c| (c, format!("{prefix}{SANCTIONS_KEY}"))))
     }
 
     /// Keeps sanctions in `path` (without Redis) and loads what it holds.
