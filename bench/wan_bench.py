@@ -15,8 +15,12 @@ cache):
   - time to the first byte of a cold Range of the blob's last MiB through ferry.
 Prints times and ratios. Loopback only. Not a test: numbers depend on the machine.
 
+With --loopback there is no emulator: the clients and ferry reach the registry over plain
+loopback (issue 15 item 3: the first client fed as fast as bytes arrive), and a curl-like cold
+pull of the image (manifest, config, layer, one after the other) is timed as well.
+
 Usage: bench/wan_bench.py --ferry-bin target/debug/ferry [--size 200MiB|1GiB] [--rate 8MiB]
-       [--rtt 150ms] [--reps 1] [--no-skopeo]
+       [--rtt 150ms] [--reps 1] [--no-skopeo] [--loopback]
 """
 
 import argparse
@@ -138,6 +142,28 @@ def timed_pull(port, repo):
         shutil.rmtree(out, ignore_errors=True)
 
 
+def timed_curl_pull(port, repo):
+    """Seconds to GET repo:latest's manifest, then its config, then its layer (like curl)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    start = time.monotonic()
+    c.request("GET", f"/v2/{repo}/manifests/latest",
+              headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    r = c.getresponse()
+    m = json.loads(r.read())
+    assert r.status == 200, r.status
+    for d in [m["config"]["digest"]] + [layer["digest"] for layer in m["layers"]]:
+        c.request("GET", f"/v2/{repo}/blobs/{d}")
+        r = c.getresponse()
+        h = hashlib.sha256()
+        while True:
+            b = r.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+        assert r.status == 200 and "sha256:" + h.hexdigest() == d, (r.status, d)
+    return time.monotonic() - start
+
+
 def parse_size(text):
     for unit, shift in (("GiB", 30), ("MiB", 20)):
         if text.endswith(unit):
@@ -189,6 +215,8 @@ def main():
     ap.add_argument("--rtt", default="150ms")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--no-skopeo", action="store_true")
+    ap.add_argument("--loopback", action="store_true",
+                    help="no emulator: plain loopback to the registry")
     a = ap.parse_args()
     size = parse_size(a.size)
     work = tempfile.mkdtemp(prefix="ferry-wan-")
@@ -198,12 +226,15 @@ def main():
         procs.append(reg)
         digest = push_blob(reg_port, size)
         push_image(reg_port, digest, size)
-        wan_port = free_port()
-        procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "wan.py"),
-                                       "--listen", f"127.0.0.1:{wan_port}",
-                                       "--target", f"127.0.0.1:{reg_port}",
-                                       "--rate", a.rate, "--rtt", a.rtt]))
-        wait_http(wan_port)
+        if a.loopback:
+            wan_port = reg_port
+        else:
+            wan_port = free_port()
+            procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "wan.py"),
+                                           "--listen", f"127.0.0.1:{wan_port}",
+                                           "--target", f"127.0.0.1:{reg_port}",
+                                           "--rate", a.rate, "--rtt", a.rtt]))
+            wait_http(wan_port)
         path = f"/v2/bench/big/blobs/{digest}"
         fpath = f"/v2/docker.io/bench/big/blobs/{digest}"
         rows = []
@@ -243,14 +274,24 @@ def main():
                 di2, dport2 = start_distribution(work, f"distpull{rep}", wan_port)
                 procs.append(di2)
                 row["pull_dist"] = timed_pull(dport2, "bench/big")
+            if a.loopback:
+                row["curl_direct"] = timed_curl_pull(wan_port, "bench/big")
+                fe4, fport4 = start_ferry(a.ferry_bin, work, f"curl{rep}", wan_port, 4)
+                procs.append(fe4)
+                row["curl_ferry"] = timed_curl_pull(fport4, "docker.io/bench/big")
+                di3, dport3 = start_distribution(work, f"distcurl{rep}", wan_port)
+                procs.append(di3)
+                row["curl_dist"] = timed_curl_pull(dport3, "bench/big")
             rows.append(row)
         mib = size >> 20
-        print(f"cold {mib} MiB blob over a link of {a.rate}/connection, RTT {a.rtt}:")
+        link = "plain loopback" if a.loopback else f"a link of {a.rate}/connection, RTT {a.rtt}"
+        print(f"cold {mib} MiB blob over {link}:")
         for r in rows:
             direct = r["direct"]
             print(f"  direct (one stream through the link): {direct:7.2f} s")
-            print(f"  through ferry, segments on:           {r['seg']:7.2f} s  "
-                  f"({direct / r['seg']:.2f}x faster than direct)")
+            vs = (f"{r['seg'] / direct:.2f}x the direct time" if a.loopback
+                  else f"{direct / r['seg']:.2f}x faster than direct")
+            print(f"  through ferry, segments on:           {r['seg']:7.2f} s  ({vs})")
             print(f"  through ferry, segments off:          {r['one']:7.2f} s  "
                   f"({r['one'] / direct:.2f}x the direct time)")
             print(f"  through distribution's proxy:         {r['dist']:7.2f} s  "
@@ -258,6 +299,11 @@ def main():
                   f"{r['dist'] / r['seg']:.2f}x faster)")
             print(f"  cold Range of the last MiB via ferry: first byte {r['ttfb']:.2f} s, "
                   f"whole {r['rng']:.2f} s")
+            if "curl_direct" in r:
+                cd = r["curl_direct"]
+                print(f"  curl-like cold pull (manifest, config, layer): direct {cd:.2f} s, "
+                      f"ferry {r['curl_ferry']:.2f} s ({r['curl_ferry'] / cd:.2f}x direct), "
+                      f"distribution {r['curl_dist']:.2f} s ({r['curl_dist'] / cd:.2f}x direct)")
             if "pull_direct" in r:
                 pd = r["pull_direct"]
                 print(f"  skopeo cold pull of the {mib} MiB image: direct {pd:.2f} s, "
