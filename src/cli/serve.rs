@@ -1,5 +1,7 @@
 //! `ferry serve`: load the config, open the cache, start the engine and the HTTP server; reload
-//! on SIGHUP (an invalid new config is logged and the old one kept); drain on SIGTERM.
+//! on SIGHUP or when the config file changes (an invalid new config is logged and the old one
+//! kept), and the TLS certificate when its files change (one watcher, `ferry_watch`); drain on
+//! SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +17,7 @@ use ferry_storage::FileMaps;
 use ferry_storage::fs::FsStore;
 use ferry_storage::object::{ObjectOptions, ObjectStore, S3Options};
 use ferry_storage::tiered::TieredStore;
+use ferry_watch::FileWatch;
 use tokio_util::sync::CancellationToken;
 
 use super::LogFormatArg;
@@ -161,16 +164,16 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     let stop = CancellationToken::new();
     // Every long-running task is owned by the engine's tracker; shutdown waits for them.
     let tasks = mirror.tasks().clone();
-    let acceptor = match &config.tls {
+    let tls = match &config.tls {
         Some(t) => Some(
-            ferry_server::tls::acceptor(t.cert.clone(), t.key.clone(), stop.clone(), &tasks)
+            ferry_server::tls::acceptor(t.cert.clone(), t.key.clone())
                 .map_err(|e| e.to_string())?,
         ),
         None => None,
     };
-    if let Some(p) = &path {
-        tasks.spawn(watch_file(p.clone(), app.clone(), stop.clone()));
-    }
+    let (acceptor, certs) = tls.unzip();
+    let files = watched_files(path.as_deref(), &app, certs);
+    tasks.spawn(files.run(FILE_CHECK, stop.clone()));
     tasks.spawn(watch_signals(stop.clone(), app.clone(), path));
     if let Some(sync) = config.sync.clone() {
         tasks.spawn(ferry_sync::schedule::run_scheduled(
@@ -219,30 +222,36 @@ fn bans_file(config: &Config) -> Option<PathBuf> {
     Some(dir.join("bans.json"))
 }
 
-/// How often the config file is checked for changes.
-const CONFIG_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the watched files are looked at when no change event arrives.
+const FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reloads the config when its file changes (modification time, size or target of a symlink,
-/// as when Kubernetes swaps a mounted ConfigMap).
-async fn watch_file(path: PathBuf, app: Arc<App>, stop: CancellationToken) {
-    let stamp = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len(), std::fs::canonicalize(p).ok()))
-    };
-    let mut seen = stamp(&path);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(CONFIG_CHECK) => {}
-        }
-        let now = stamp(&path);
-        if now != seen && now.is_some() {
-            seen = now;
-            tracing::info!(file = %path.display(), "configuration file changed");
-            reload(&app, Some(&path)).await;
-        }
+/// The files a running server reloads, in one watcher: the config file (modification time,
+/// size or target of a symlink, as when Kubernetes swaps a mounted ConfigMap) and the TLS
+/// certificate and key.
+fn watched_files(
+    path: Option<&Path>,
+    app: &Arc<App>,
+    certs: Option<ferry_server::tls::CertReload>,
+) -> FileWatch {
+    let mut files = FileWatch::new();
+    if let Some(path) = path {
+        let paths = [path.to_owned()];
+        let (app, path) = (app.clone(), path.to_owned());
+        files = files.on_change(&paths, move || {
+            let (app, path) = (app.clone(), path.clone());
+            async move {
+                tracing::info!(file = %path.display(), "configuration file changed");
+                reload(&app, Some(&path)).await;
+            }
+        });
     }
+    if let Some(certs) = certs {
+        files = files.on_change(&certs.paths(), move || {
+            certs.reload();
+            std::future::ready(())
+        });
+    }
+    files
 }
 
 /// SIGTERM/SIGINT stop the server; SIGHUP reloads the config file.

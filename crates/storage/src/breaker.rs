@@ -210,4 +210,8 @@ impl BlobStore for BreakerStore {
     async fn check_writable(&self) -> Result<()> {
         self.quick(self.inner.check_writable()).await
     }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
 }

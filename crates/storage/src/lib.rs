@@ -199,6 +199,11 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Checks that the store is writable (for readiness probes).
     async fn check_writable(&self) -> Result<()>;
+
+    /// Ends the store's own background work (the tiered store's copies to local disk) and
+    /// waits for it; called once at shutdown, after the engine's tasks. Work ended early
+    /// leaves nothing behind.
+    async fn close(&self) {}
 }
 
 /// Rejects metadata keys that are empty, absolute or contain `.`/`..`/empty segments.
