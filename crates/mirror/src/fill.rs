@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use ferry_metrics::{Metrics, ReasonLabels};
 use ferry_oci::{Digest, DigestVerifier, RepoName};
-use ferry_storage::fs::temp_path;
+use ferry_storage::spool::temp_path;
 use ferry_storage::{BlobStore, FillClaim, FillError, Progress};
 use ferry_upstream::{BlobDownload, Upstream};
 use tokio::sync::watch;

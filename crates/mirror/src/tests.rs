@@ -359,7 +359,7 @@ impl BlobStore for SlowIngest {
         d: &Digest,
         offset: u64,
         len: Option<u64>,
-    ) -> ferry_storage::Result<Option<ferry_storage::BlobBody>> {
+    ) -> ferry_storage::Result<Option<ferry_storage::OpenedBlob>> {
         self.inner.open(d, offset, len).await
     }
     async fn read_all(&self, d: &Digest) -> ferry_storage::Result<Option<Bytes>> {

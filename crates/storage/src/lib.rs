@@ -85,7 +85,7 @@ pub struct BlobEntry {
 }
 
 /// An opened blob (or a range of it).
-pub struct BlobBody {
+pub struct OpenedBlob {
     /// Size of the whole blob.
     pub size: u64,
     /// The requested bytes.
@@ -115,7 +115,7 @@ pub trait BlobStore: Send + Sync + 'static {
         digest: &Digest,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<Option<BlobBody>>;
+    ) -> Result<Option<OpenedBlob>>;
 
     /// Reads a whole small blob (manifests) into memory.
     async fn read_all(&self, digest: &Digest) -> Result<Option<Bytes>>;

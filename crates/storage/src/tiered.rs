@@ -29,8 +29,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::fs::{FsStore, temp_path};
-use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, FileMaps, FillClaim, Result, StorageError};
+use crate::fs::FsStore;
+use crate::spool::temp_path;
+use crate::{
+    BlobEntry, BlobInfo, BlobStore, FileMaps, FillClaim, OpenedBlob, Result, StorageError,
+};
 
 /// Background copies from the shared store to local disk at once.
 const COPIES: usize = 2;
@@ -156,7 +159,7 @@ impl TieredStore {
 }
 
 /// Writes a blob's stream to `path`, checking length and digest; fsyncs. Returns the size.
-async fn write_verified(body: BlobBody, d: &Digest, path: &Path) -> Result<u64> {
+async fn write_verified(body: OpenedBlob, d: &Digest, path: &Path) -> Result<u64> {
     let mut file = tokio::fs::File::create(path).await?;
     let mut hasher = DigestVerifier::for_digest(d);
     let mut stream = body.stream;
@@ -193,7 +196,7 @@ impl BlobStore for TieredStore {
         }
     }
 
-    async fn open(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<Option<BlobBody>> {
+    async fn open(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<Option<OpenedBlob>> {
         if let Some(body) = self.inner.local.open(d, offset, len).await? {
             self.lru().touch(d, SystemTime::now());
             return Ok(Some(body));
