@@ -76,6 +76,32 @@ pub(crate) async fn open_store(
             .map_err(|e| format!("cannot open the cache at {}: {e}", root.display()))?;
         return Ok(Arc::new(with_maps(store)));
     };
+    let store = object_store(config, s3).await?;
+    let Some(local) = &config.storage.local_cache else {
+        return Ok(store);
+    };
+    let disk = FsStore::open(&local.root).map_err(|e| {
+        format!(
+            "cannot open the local cache at {}: {e}",
+            local.root.display()
+        )
+    })?;
+    let tiered = TieredStore::new(with_maps(disk), store, local.max_size.0)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot index the local cache at {}: {e}",
+                local.root.display()
+            )
+        })?;
+    Ok(Arc::new(tiered))
+}
+
+/// The S3-compatible store, connected, behind its circuit breaker.
+async fn object_store(
+    config: &Config,
+    s3: &ferry_config::S3Config,
+) -> Result<Arc<dyn BlobStore>, String> {
     let spool = config.storage.object_spool_dir();
     let mut opts = ObjectOptions::new(&spool);
     opts.timeout = s3.timeout.0;
@@ -103,28 +129,10 @@ pub(crate) async fn open_store(
         .map_err(|e| format!("cannot use the object store ({where_}): {e}"))?;
     // A hung store fails quick requests within `fail_within`, and then fails fast for a while
     // (a local tier in front of it still serves what it holds).
-    let store: Arc<dyn BlobStore> = Arc::new(ferry_storage::breaker::BreakerStore::new(
+    Ok(Arc::new(ferry_storage::breaker::BreakerStore::new(
         Arc::new(store),
         s3.fail_within.0,
-    ));
-    let Some(local) = &config.storage.local_cache else {
-        return Ok(store);
-    };
-    let disk = FsStore::open(&local.root).map_err(|e| {
-        format!(
-            "cannot open the local cache at {}: {e}",
-            local.root.display()
-        )
-    })?;
-    let tiered = TieredStore::new(with_maps(disk), store, local.max_size.0)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot index the local cache at {}: {e}",
-                local.root.display()
-            )
-        })?;
-    Ok(Arc::new(tiered))
+    )))
 }
 
 async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
@@ -146,13 +154,7 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         cached_bytes = mirror.index().total(),
         "ferry is serving"
     );
-    let access = ferry_access::Access::new(&config.access, config.redis.as_ref())
-        .await
-        .map_err(|e| format!("access control: {e}"))?;
-    access.set_metrics(metrics.clone());
-    if let Some(path) = bans_file(&config) {
-        access.keep_bans_in(path);
-    }
+    let access = access_control(&config, &metrics).await?;
     let app = Arc::new(App {
         mirror: mirror.clone(),
         access,
@@ -183,7 +185,36 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         ));
     }
 
-    let opts = ListenOptions {
+    let opts = listen_options(&config, file_maps, &app.metrics);
+    listen::serve(listener, ferry_server::router(app), opts, acceptor, stop).await;
+    mirror.shutdown().await;
+    tracing::info!("ferry stopped");
+    Ok(())
+}
+
+/// Access control over the config's `access:` section, counted in `metrics`, keeping bans
+/// in the cache directory when there is no Redis.
+async fn access_control(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<ferry_access::Access, String> {
+    let access = ferry_access::Access::new(&config.access, config.redis.as_ref())
+        .await
+        .map_err(|e| format!("access control: {e}"))?;
+    access.set_metrics(metrics.clone());
+    if let Some(path) = bans_file(config) {
+        access.keep_bans_in(path);
+    }
+    Ok(access)
+}
+
+/// The accept loop's settings (`server:` section).
+fn listen_options(
+    config: &Config,
+    file_maps: Option<FileMaps>,
+    metrics: &Arc<Metrics>,
+) -> ListenOptions {
+    ListenOptions {
         max_header_bytes: config.server.max_header_bytes.0 as usize,
         grace: config.server.shutdown_timeout.0,
         file_maps,
@@ -197,12 +228,8 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
             config.server.max_connections_per_ip,
             config.access.trusted_proxies.iter().map(|c| c.0).collect(),
         ),
-        metrics: Some(app.metrics.clone()),
-    };
-    listen::serve(listener, ferry_server::router(app), opts, acceptor, stop).await;
-    mirror.shutdown().await;
-    tracing::info!("ferry stopped");
-    Ok(())
+        metrics: Some(metrics.clone()),
+    }
 }
 
 /// Where bans are kept across restarts without Redis: `<cache root>/_fairuse/bans.json`.
