@@ -157,6 +157,22 @@ fn docker_notes(plan: &Plan) -> Vec<String> {
     notes
 }
 
+/// The strings of the array at `key` (none when absent or null).
+fn strings(map: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{key:?} has a value that is not a string: {v}"))
+            })
+            .collect(),
+        Some(other) => Err(format!("{key:?} is not an array: {other}")),
+    }
+}
+
 /// Merges ferry's generated `daemon.json` into an existing one and returns the new text.
 ///
 /// Keeps every other key of the existing object. `registry-mirrors` becomes ferry's mirror
@@ -181,20 +197,6 @@ pub fn merge_daemon_json(existing: &str, generated: &str) -> Result<String, Stri
         _ => return Err("the generated daemon.json is not a JSON object".to_owned()),
     };
 
-    let strings = |map: &Map<String, Value>, key: &str| -> Result<Vec<String>, String> {
-        match map.get(key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| format!("{key:?} has a value that is not a string: {v}"))
-                })
-                .collect(),
-            Some(other) => Err(format!("{key:?} is not an array: {other}")),
-        }
-    };
     let same_mirror = |a: &str, b: &str| {
         a.trim_end_matches('/')
             .eq_ignore_ascii_case(b.trim_end_matches('/'))
