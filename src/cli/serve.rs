@@ -1,5 +1,7 @@
 //! `ferry serve`: load the config, open the cache, start the engine and the HTTP server; reload
-//! on SIGHUP (an invalid new config is logged and the old one kept); drain on SIGTERM.
+//! on SIGHUP or when the config file changes (an invalid new config is logged and the old one
+//! kept), and the TLS certificate when its files change (one watcher, `ferry_watch`); drain on
+//! SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +20,7 @@ use ferry_storage::FileMaps;
 use ferry_storage::fs::FsStore;
 use ferry_storage::object::{ObjectOptions, ObjectStore, S3Options};
 use ferry_storage::tiered::TieredStore;
+use ferry_watch::FileWatch;
 use tokio_util::sync::CancellationToken;
 
 use super::LogFormatArg;
@@ -76,6 +79,32 @@ pub(crate) async fn open_store(
             .map_err(|e| format!("cannot open the cache at {}: {e}", root.display()))?;
         return Ok(Arc::new(with_maps(store)));
     };
+    let store = object_store(config, s3).await?;
+    let Some(local) = &config.storage.local_cache else {
+        return Ok(store);
+    };
+    let disk = FsStore::open(&local.root).map_err(|e| {
+        format!(
+            "cannot open the local cache at {}: {e}",
+            local.root.display()
+        )
+    })?;
+    let tiered = TieredStore::new(with_maps(disk), store, local.max_size.0)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot index the local cache at {}: {e}",
+                local.root.display()
+            )
+        })?;
+    Ok(Arc::new(tiered))
+}
+
+/// The S3-compatible store, connected, behind its circuit breaker.
+async fn object_store(
+    config: &Config,
+    s3: &ferry_config::S3Config,
+) -> Result<Arc<dyn BlobStore>, String> {
     let spool = config.storage.object_spool_dir();
     let mut opts = ObjectOptions::new(&spool);
     opts.timeout = s3.timeout.0;
@@ -103,28 +132,10 @@ pub(crate) async fn open_store(
         .map_err(|e| format!("cannot use the object store ({where_}): {e}"))?;
     // A hung store fails quick requests within `fail_within`, and then fails fast for a while
     // (a local tier in front of it still serves what it holds).
-    let store: Arc<dyn BlobStore> = Arc::new(ferry_storage::breaker::BreakerStore::new(
+    Ok(Arc::new(ferry_storage::breaker::BreakerStore::new(
         Arc::new(store),
         s3.fail_within.0,
-    ));
-    let Some(local) = &config.storage.local_cache else {
-        return Ok(store);
-    };
-    let disk = FsStore::open(&local.root).map_err(|e| {
-        format!(
-            "cannot open the local cache at {}: {e}",
-            local.root.display()
-        )
-    })?;
-    let tiered = TieredStore::new(with_maps(disk), store, local.max_size.0)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot index the local cache at {}: {e}",
-                local.root.display()
-            )
-        })?;
-    Ok(Arc::new(tiered))
+    )))
 }
 
 async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
@@ -146,27 +157,9 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         cached_bytes = mirror.index().total(),
         "ferry is serving"
     );
-    let access = ferry_access::Access::new(&config.access, config.redis.as_ref())
-        .await
-        .map_err(|e| format!("access control: {e}"))?;
-    access.set_metrics(metrics.clone());
-    if let Some(path) = bans_file(&config) {
-        access.keep_bans_in(path);
-    }
-    let series_file = console_dir(&config).map(|d| d.join("series.json"));
-    let mut series = series_file
-        .as_deref()
-        .map(sampler::load)
-        .unwrap_or_default();
-    let series_key = access
-        .has_redis()
-        .then(|| sampler::redis_name(&config.listen));
-    if let Some(key) = series_key.as_deref().filter(|_| series.is_empty()) {
-        series = sampler::load_shared(&access, key).await;
-    }
-    let console = Arc::new(Console::new(&config, series));
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-    console.set_reload(reload_tx);
+    let access = access_control(&config, &metrics).await?;
+    let charts = ConsoleState::open(&config, &access).await;
+    let console = charts.console.clone();
     let app = Arc::new(App {
         mirror: mirror.clone(),
         access,
@@ -179,25 +172,24 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     let stop = CancellationToken::new();
     // Every long-running task is owned by the engine's tracker; shutdown waits for them.
     let tasks = mirror.tasks().clone();
-    let acceptor = match &config.tls {
+    let tls = match &config.tls {
         Some(t) => Some(
-            ferry_server::tls::acceptor(t.cert.clone(), t.key.clone(), stop.clone(), &tasks)
+            ferry_server::tls::acceptor(t.cert.clone(), t.key.clone())
                 .map_err(|e| e.to_string())?,
         ),
         None => None,
     };
-    if let Some(p) = &path {
-        tasks.spawn(watch_file(p.clone(), app.clone(), stop.clone()));
-    }
-    tasks.spawn(watch_signals(stop.clone(), app.clone(), path, reload_rx));
+    let (acceptor, certs) = tls.unzip();
+    let files = watched_files(path.as_deref(), &app, certs);
+    tasks.spawn(files.run(FILE_CHECK, stop.clone()));
+    tasks.spawn(watch_signals(stop.clone(), app.clone(), path, charts.reloads));
     tasks.spawn(sampler::run(
         app.clone(),
-        series_file,
-        series_key,
+        charts.series_file,
+        charts.series_key,
         stop.clone(),
     ));
     if let Some(sync) = config.sync.clone() {
-        let console = console.clone();
         tasks.spawn(ferry_sync::schedule::run_scheduled(
             mirror.clone(),
             sync,
@@ -206,26 +198,61 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         ));
     }
 
-    let opts = ListenOptions {
-        max_header_bytes: config.server.max_header_bytes.0 as usize,
-        grace: config.server.shutdown_timeout.0,
-        file_maps,
-        timeouts: ferry_server::timed_io::Timeouts {
-            header: config.server.header_timeout.0,
-            idle: config.server.idle_timeout.0,
-            send: config.server.send_timeout.0,
-        },
-        limits: ferry_server::conn_limits::ConnLimits::new(
-            config.server.max_connections,
-            config.server.max_connections_per_ip,
-            config.access.trusted_proxies.iter().map(|c| c.0).collect(),
-        ),
-        metrics: Some(app.metrics.clone()),
-    };
+    let opts = listen_options(&config, file_maps, &app.metrics);
     listen::serve(listener, ferry_server::router(app), opts, acceptor, stop).await;
     mirror.shutdown().await;
     tracing::info!("ferry stopped");
     Ok(())
+}
+
+/// Access control over the config's `access:` section, counted in `metrics`, keeping bans
+/// in the cache directory when there is no Redis.
+async fn access_control(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<ferry_access::Access, String> {
+    let access = ferry_access::Access::new(&config.access, config.redis.as_ref())
+        .await
+        .map_err(|e| format!("access control: {e}"))?;
+    access.set_metrics(metrics.clone());
+    if let Some(path) = bans_file(config) {
+        access.keep_bans_in(path);
+    }
+    Ok(access)
+}
+
+/// The console's state at start: its time series (from `<cache root>/_console/series.json`,
+/// else from Redis when it is configured), and the channel of its reload button.
+struct ConsoleState {
+    console: Arc<Console>,
+    series_file: Option<PathBuf>,
+    series_key: Option<String>,
+    reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
+}
+
+impl ConsoleState {
+    async fn open(config: &Config, access: &ferry_access::Access) -> Self {
+        let series_file = console_dir(config).map(|d| d.join("series.json"));
+        let mut series = series_file
+            .as_deref()
+            .map(sampler::load)
+            .unwrap_or_default();
+        let series_key = access
+            .has_redis()
+            .then(|| sampler::redis_name(&config.listen));
+        if let Some(key) = series_key.as_deref().filter(|_| series.is_empty()) {
+            series = sampler::load_shared(access, key).await;
+        }
+        let console = Arc::new(Console::new(config, series));
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
+        console.set_reload(reload_tx);
+        ConsoleState {
+            console,
+            series_file,
+            series_key,
+            reloads,
+        }
+    }
 }
 
 /// The console's state directory, `<cache root>/_console` (its time series), when the cache
@@ -261,6 +288,30 @@ fn sync_run(r: ferry_sync::schedule::RunRecord) -> SyncRun {
     }
 }
 
+/// The accept loop's settings (`server:` section).
+fn listen_options(
+    config: &Config,
+    file_maps: Option<FileMaps>,
+    metrics: &Arc<Metrics>,
+) -> ListenOptions {
+    ListenOptions {
+        max_header_bytes: config.server.max_header_bytes.0 as usize,
+        grace: config.server.shutdown_timeout.0,
+        file_maps,
+        timeouts: ferry_server::timed_io::Timeouts {
+            header: config.server.header_timeout.0,
+            idle: config.server.idle_timeout.0,
+            send: config.server.send_timeout.0,
+        },
+        limits: ferry_server::conn_limits::ConnLimits::new(
+            config.server.max_connections,
+            config.server.max_connections_per_ip,
+            config.access.trusted_proxies.iter().map(|c| c.0).collect(),
+        ),
+        metrics: Some(metrics.clone()),
+    }
+}
+
 /// Where bans are kept across restarts without Redis: `<cache root>/_fairuse/bans.json`.
 fn bans_file(config: &Config) -> Option<PathBuf> {
     if config.redis.is_some() {
@@ -278,30 +329,36 @@ fn bans_file(config: &Config) -> Option<PathBuf> {
     Some(dir.join("bans.json"))
 }
 
-/// How often the config file is checked for changes.
-const CONFIG_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the watched files are looked at when no change event arrives.
+const FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reloads the config when its file changes (modification time, size or target of a symlink,
-/// as when Kubernetes swaps a mounted ConfigMap).
-async fn watch_file(path: PathBuf, app: Arc<App>, stop: CancellationToken) {
-    let stamp = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len(), std::fs::canonicalize(p).ok()))
-    };
-    let mut seen = stamp(&path);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(CONFIG_CHECK) => {}
-        }
-        let now = stamp(&path);
-        if now != seen && now.is_some() {
-            seen = now;
-            tracing::info!(file = %path.display(), "configuration file changed");
-            let _ = reload(&app, Some(&path)).await;
-        }
+/// The files a running server reloads, in one watcher: the config file (modification time,
+/// size or target of a symlink, as when Kubernetes swaps a mounted ConfigMap) and the TLS
+/// certificate and key.
+fn watched_files(
+    path: Option<&Path>,
+    app: &Arc<App>,
+    certs: Option<ferry_server::tls::CertReload>,
+) -> FileWatch {
+    let mut files = FileWatch::new();
+    if let Some(path) = path {
+        let paths = [path.to_owned()];
+        let (app, path) = (app.clone(), path.to_owned());
+        files = files.on_change(&paths, move || {
+            let (app, path) = (app.clone(), path.clone());
+            async move {
+                tracing::info!(file = %path.display(), "configuration file changed");
+                let _ = reload(&app, Some(&path)).await;
+            }
+        });
     }
+    if let Some(certs) = certs {
+        files = files.on_change(&certs.paths(), move || {
+            certs.reload();
+            std::future::ready(())
+        });
+    }
+    files
 }
 
 /// SIGTERM/SIGINT stop the server; SIGHUP, and the console's reload button (`asked`),

@@ -124,37 +124,14 @@ fn bars_event(d: &Display, mp: &MultiProgress, st: &mut State, event: Event) {
             blobs,
             bytes,
         } => {
-            if let Some(b) = st.images.get(&image) {
-                b.disable_steady_tick();
-                b.set_style(style(
-                    "{wide_msg} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} [{bar:20}]",
-                ));
-                b.set_length(bytes);
-                b.set_message(format!("{image} ({manifests} manifests, {blobs} blobs)"));
-            }
+            let what = format!("{image} ({manifests} manifests, {blobs} blobs)");
+            image_resolved(st, &image, what, bytes);
         }
         Event::BlobStarted {
             image,
             digest,
             size,
-        } => {
-            let key = (image.clone(), digest.clone());
-            if let Some(old) = st.blobs.remove(&key) {
-                if let Some(ib) = st.images.get(&image) {
-                    ib.set_position(ib.position().saturating_sub(old.position()));
-                }
-                old.finish_and_clear();
-            }
-            let Some(ib) = st.images.get(&image) else {
-                return;
-            };
-            let b = mp.insert_after(ib, ProgressBar::new(size));
-            b.set_style(style(
-                "  {wide_msg} {bytes:>10}/{total_bytes:<10} [{bar:20}]",
-            ));
-            b.set_message(short(&digest));
-            st.blobs.insert(key, b);
-        }
+        } => blob_started(mp, st, image, digest, size),
         Event::BlobProgress {
             image,
             digest,
@@ -172,35 +149,76 @@ fn bars_event(d: &Display, mp: &MultiProgress, st: &mut State, event: Event) {
             digest,
             size,
             outcome,
-        } => {
-            let started = st.blobs.remove(&(image.clone(), digest));
-            if let Some(b) = &started {
-                b.finish_and_clear();
-            }
-            if let Some(ib) = st.images.get(&image)
-                && (started.is_none() || outcome != BlobOutcome::Fetched)
-            {
-                ib.inc(size);
-            }
-        }
+        } => blob_done(st, image, digest, size, outcome),
         Event::Retrying { .. } => d.line(retry_line(&event)),
         Event::ImageDone { image, result } => {
-            if let Some(b) = st.images.remove(&image) {
-                b.finish_and_clear();
-            }
-            st.blobs.retain(|(i, _), b| {
-                let keep = *i != image;
-                if !keep {
-                    b.finish_and_clear();
-                }
-                keep
-            });
-            st.done += 1;
-            if let Some(o) = &st.overall {
-                o.inc(1);
-            }
+            image_done(st, &image);
             d.line(done_line(&image, &result, None));
         }
+    }
+}
+
+/// An image's spinner becomes a byte bar once its blobs are known.
+fn image_resolved(st: &State, image: &Arc<str>, what: String, bytes: u64) {
+    if let Some(b) = st.images.get(image) {
+        b.disable_steady_tick();
+        b.set_style(style(
+            "{wide_msg} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} [{bar:20}]",
+        ));
+        b.set_length(bytes);
+        b.set_message(what);
+    }
+}
+
+/// A blob bar under its image's bar (a restarted blob takes its bytes back from the image).
+fn blob_started(mp: &MultiProgress, st: &mut State, image: Arc<str>, digest: Digest, size: u64) {
+    let key = (image.clone(), digest.clone());
+    if let Some(old) = st.blobs.remove(&key) {
+        if let Some(ib) = st.images.get(&image) {
+            ib.set_position(ib.position().saturating_sub(old.position()));
+        }
+        old.finish_and_clear();
+    }
+    let Some(ib) = st.images.get(&image) else {
+        return;
+    };
+    let b = mp.insert_after(ib, ProgressBar::new(size));
+    b.set_style(style(
+        "  {wide_msg} {bytes:>10}/{total_bytes:<10} [{bar:20}]",
+    ));
+    b.set_message(short(&digest));
+    st.blobs.insert(key, b);
+}
+
+/// Clears a blob's bar; a blob that was not fetched (or had no bar) counts on its image's bar
+/// at once.
+fn blob_done(st: &mut State, image: Arc<str>, digest: Digest, size: u64, outcome: BlobOutcome) {
+    let started = st.blobs.remove(&(image.clone(), digest));
+    if let Some(b) = &started {
+        b.finish_and_clear();
+    }
+    if let Some(ib) = st.images.get(&image)
+        && (started.is_none() || outcome != BlobOutcome::Fetched)
+    {
+        ib.inc(size);
+    }
+}
+
+/// Clears an image's bar and its blobs' bars, and counts it on the overall bar.
+fn image_done(st: &mut State, image: &Arc<str>) {
+    if let Some(b) = st.images.remove(image) {
+        b.finish_and_clear();
+    }
+    st.blobs.retain(|(i, _), b| {
+        let keep = i != image;
+        if !keep {
+            b.finish_and_clear();
+        }
+        keep
+    });
+    st.done += 1;
+    if let Some(o) = &st.overall {
+        o.inc(1);
     }
 }
 

@@ -18,8 +18,9 @@ use crate::error::AccessError;
 use crate::fairuse::bans::connection;
 use crate::fairuse::rules::Ctx;
 use crate::fairuse::{Compiled, Effects, FairUse};
-use crate::grant::{Grant, Identity, Meter};
+use crate::grant::{Grant, Identity};
 use crate::ip::ip_subject;
+use crate::meter::Meter;
 use crate::policy::{Policy, State};
 use crate::quota::concurrency::Concurrency;
 use crate::quota::local::LocalStore;
@@ -186,7 +187,7 @@ impl Access {
         ip: std::net::IpAddr,
         identity: &Identity,
         subject: &str,
-        t: &crate::request::Target<'_>,
+        t: &crate::request::Resource<'_>,
     ) -> Result<Effects, Denial> {
         let repo = format!("{}/{}", t.upstream, t.repository);
         let ctx = Ctx {

@@ -13,7 +13,7 @@ use crate::grant::Identity;
 use crate::ip::ip_subject;
 use crate::policy::State;
 use crate::quota::gcra::{Mode, Op};
-use crate::request::Target;
+use crate::request::Resource;
 
 /// What the client presented.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub(crate) fn presented(headers: &HeaderMap) -> Presented<'_> {
 pub(crate) fn challenge(
     realm: &str,
     service: &str,
-    target: Option<&Target<'_>>,
+    target: Option<&Resource<'_>>,
     error: Option<&str>,
 ) -> String {
     let mut c = format!("Bearer realm=\"{realm}\",service=\"{service}\"");
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn challenges_name_realm_service_and_scope() {
-        let t = Target {
+        let t = Resource {
             upstream: "docker.io",
             repository: "library/nginx",
             kind: TargetKind::Manifest,

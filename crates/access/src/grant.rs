@@ -3,16 +3,13 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::denial::Denial;
-use crate::meter::Metered;
+use crate::meter::{Meter, Metered};
 use crate::quota::concurrency::Permit;
-use crate::quota::local::LocalStore;
-use crate::quota::{Store, Tier};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -51,16 +48,6 @@ pub enum CacheOutcome {
     Miss,
     /// Not content (an error, a redirect): not counted.
     None,
-}
-
-/// What the byte accounting of a grant needs.
-#[derive(Debug, Clone)]
-pub(crate) struct Meter {
-    pub(crate) store: Arc<Store>,
-    pub(crate) local: Arc<LocalStore>,
-    pub(crate) tier: Arc<Tier>,
-    pub(crate) subject: String,
-    pub(crate) blob: bool,
 }
 
 /// An admitted request.

@@ -50,5 +50,5 @@ pub use grant::{CacheOutcome, Grant, Identity};
 pub use lists_view::RepositoryLists;
 pub use meter::{FLUSH_BYTES, FLUSH_EVERY, Metered};
 pub use quota::redis::{CALL_TIMEOUT as REDIS_CALL_TIMEOUT, RETRY_AFTER as REDIS_RETRY_AFTER};
-pub use request::{RequestInfo, Target, TargetKind};
+pub use request::{RequestInfo, Resource, TargetKind};
 pub use token::{Claims, ResourceActions};

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,9 +15,19 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
-use crate::grant::Meter;
 use crate::quota::concurrency::Permit;
-use crate::quota::{Store, debits, refunds, throttle};
+use crate::quota::local::LocalStore;
+use crate::quota::{Store, Tier, debits, refunds, throttle};
+
+/// What the byte accounting of a grant needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Meter {
+    pub(crate) store: Arc<Store>,
+    pub(crate) local: Arc<LocalStore>,
+    pub(crate) tier: Arc<Tier>,
+    pub(crate) subject: String,
+    pub(crate) blob: bool,
+}
 
 /// Bytes gathered before they are sent to Redis.
 pub const FLUSH_BYTES: u64 = 1 << 20;

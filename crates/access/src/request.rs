@@ -13,14 +13,14 @@ pub struct RequestInfo<'a> {
     /// The request headers.
     pub headers: &'a HeaderMap,
     /// What is asked for; `None` for `GET /v2/` (which is never counted against quotas).
-    pub target: Option<Target<'a>>,
+    pub target: Option<Resource<'a>>,
     /// The absolute token URL for `WWW-Authenticate` challenges (`https://mirror/token`).
     pub realm: &'a str,
 }
 
 /// A repository request after routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target<'a> {
+pub struct Resource<'a> {
     /// The canonical upstream name (`docker.io`, not an alias).
     pub upstream: &'a str,
     /// The repository, docker.io's `library/` spelled out (`library/nginx`).

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    ClientConfig, Entry, Error, GeneratedFile, OnExisting, Snippet, Target, skipped_notes,
+    ClientConfig, Entry, Error, GeneratedFile, OnExisting, Plan, Snippet, Target, skipped_notes,
 };
 
 /// containerd's hosts directory, relative to the filesystem root.
@@ -53,6 +53,17 @@ pub fn containerd(target: &Target) -> Result<ClientConfig, Error> {
         })
         .collect();
     let certs = format!("/{CONTAINERD_CERTS_DIR}");
+    Ok(ClientConfig {
+        client: crate::Client::Containerd,
+        files,
+        snippets: containerd_config_snippets(&certs),
+        notes: containerd_notes(&plan, &certs),
+    })
+}
+
+/// How to make containerd read the files, and what it does with ferry.
+fn containerd_notes(plan: &Plan, certs: &str) -> Vec<String> {
+    let mirror = &plan.mirror;
     let mut notes = vec![
         format!(
             "the CRI plugin (Kubernetes, crictl) reads hosts.toml files only when config_path \
@@ -93,13 +104,8 @@ pub fn containerd(target: &Target) -> Result<ClientConfig, Error> {
                 .to_owned(),
         );
     }
-    notes.extend(skipped_notes(&plan));
-    Ok(ClientConfig {
-        client: crate::Client::Containerd,
-        files,
-        snippets: containerd_config_snippets(&certs),
-        notes,
-    })
+    notes.extend(skipped_notes(plan));
+    notes
 }
 
 fn hosts_toml(
@@ -124,6 +130,19 @@ fn hosts_toml(
         )]),
     };
     let body = toml::to_string(&doc).expect("a table of strings serializes");
+    let mut out = hosts_header(mirror, entry, direct_fallback, ca);
+    out.push('\n');
+    out.push_str(&body);
+    out
+}
+
+/// The comment block of a `hosts.toml`: which registry, how containerd goes to ferry.
+fn hosts_header(
+    mirror: &crate::Endpoint,
+    entry: &Entry,
+    direct_fallback: bool,
+    ca: Option<&str>,
+) -> String {
     let name = &entry.name;
     let mut head = vec![
         format!("{} containerd` for {name}.", &crate::GENERATED_MARKER[2..]),
@@ -160,10 +179,7 @@ fn hosts_toml(
                 .to_owned(),
         );
     }
-    let mut out: String = head.iter().map(|l| format!("# {l}\n")).collect();
-    out.push('\n');
-    out.push_str(&body);
-    out
+    head.iter().map(|l| format!("# {l}\n")).collect()
 }
 
 /// Builds `[a."b".c] key = value` from a path of table names.

@@ -10,7 +10,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{ClientConfig, Error, GeneratedFile, OnExisting, Target, skipped_notes};
+use crate::{ClientConfig, Error, GeneratedFile, OnExisting, Plan, Target, skipped_notes};
 
 /// Where `daemon.json` lives, relative to the filesystem root.
 pub const DAEMON_JSON_PATH: &str = "etc/docker/daemon.json";
@@ -30,9 +30,24 @@ struct DaemonJson {
 /// Generates `daemon.json` for Docker Engine.
 pub fn docker(target: &Target) -> Result<ClientConfig, Error> {
     let plan = target.plan()?;
+    check_serves_docker_hub(&plan)?;
+    Ok(ClientConfig {
+        client: crate::Client::Docker,
+        files: vec![GeneratedFile {
+            path: DAEMON_JSON_PATH.into(),
+            contents: daemon_json(&plan),
+            on_existing: OnExisting::MergeDaemonJson,
+        }],
+        snippets: Vec::new(),
+        notes: docker_notes(&plan),
+    })
+}
+
+/// Docker sends only Docker Hub pulls to `registry-mirrors`, with no registry name: the mirror
+/// address must answer those from Docker Hub.
+fn check_serves_docker_hub(plan: &Plan) -> Result<(), Error> {
     let mirror = &plan.mirror;
     let authority = mirror.authority();
-
     let (serves, how) = match &plan.dedicated_to {
         Some(u) => (
             Some(u.clone()),
@@ -64,7 +79,13 @@ pub fn docker(target: &Target) -> Result<ClientConfig, Error> {
             )));
         }
     }
+    Ok(())
+}
 
+/// The `daemon.json` text (sorted keys, as a merge writes it).
+fn daemon_json(plan: &Plan) -> String {
+    let mirror = &plan.mirror;
+    let authority = mirror.authority();
     let daemon = DaemonJson {
         registry_mirrors: vec![mirror.origin()],
         insecure_registries: if mirror.is_plain_http() {
@@ -77,7 +98,13 @@ pub fn docker(target: &Target) -> Result<ClientConfig, Error> {
     let value = serde_json::to_value(&daemon).expect("a struct of strings serializes");
     let mut contents = serde_json::to_string_pretty(&value).expect("a JSON value serializes");
     contents.push('\n');
+    contents
+}
 
+/// What to do with the file, and what Docker does and does not do with a mirror.
+fn docker_notes(plan: &Plan) -> Vec<String> {
+    let mirror = &plan.mirror;
+    let authority = mirror.authority();
     let mut notes = vec![
         format!(
             "merge into /{DAEMON_JSON_PATH} (--write merges, keeping your other keys), then \
@@ -126,18 +153,24 @@ pub fn docker(target: &Target) -> Result<ClientConfig, Error> {
              /etc/docker/certs.d/{authority}/ca.crt"
         ));
     }
-    notes.extend(skipped_notes(&plan));
+    notes.extend(skipped_notes(plan));
+    notes
+}
 
-    Ok(ClientConfig {
-        client: crate::Client::Docker,
-        files: vec![GeneratedFile {
-            path: DAEMON_JSON_PATH.into(),
-            contents,
-            on_existing: OnExisting::MergeDaemonJson,
-        }],
-        snippets: Vec::new(),
-        notes,
-    })
+/// The strings of the array at `key` (none when absent or null).
+fn strings(map: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{key:?} has a value that is not a string: {v}"))
+            })
+            .collect(),
+        Some(other) => Err(format!("{key:?} is not an array: {other}")),
+    }
 }
 
 /// Merges ferry's generated `daemon.json` into an existing one and returns the new text.
@@ -164,20 +197,6 @@ pub fn merge_daemon_json(existing: &str, generated: &str) -> Result<String, Stri
         _ => return Err("the generated daemon.json is not a JSON object".to_owned()),
     };
 
-    let strings = |map: &Map<String, Value>, key: &str| -> Result<Vec<String>, String> {
-        match map.get(key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| format!("{key:?} has a value that is not a string: {v}"))
-                })
-                .collect(),
-            Some(other) => Err(format!("{key:?} is not an array: {other}")),
-        }
-    };
     let same_mirror = |a: &str, b: &str| {
         a.trim_end_matches('/')
             .eq_ignore_ascii_case(b.trim_end_matches('/'))

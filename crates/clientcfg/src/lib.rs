@@ -26,6 +26,7 @@ mod containerd;
 mod docker;
 mod k3s;
 mod merge;
+mod plan;
 mod podman;
 mod target;
 mod testcontainers;

@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use crate::{ClientConfig, Error, GeneratedFile, OnExisting, Target, skipped_notes};
+use crate::{ClientConfig, Entry, Error, GeneratedFile, OnExisting, Plan, Target, skipped_notes};
 
 /// Where the drop-in goes, relative to the filesystem root.
 pub const PODMAN_DROPIN_PATH: &str = "etc/containers/registries.conf.d/ferry.conf";
@@ -73,44 +73,61 @@ pub fn crio(target: &Target) -> Result<ClientConfig, Error> {
 
 fn registries_conf(target: &Target, client: crate::Client) -> Result<ClientConfig, Error> {
     let plan = target.plan()?;
+    let registry = plan.entries.iter().map(|e| registry(&plan, e)).collect();
+    let body = toml::to_string(&RegistriesConf { registry }).expect("tables of strings serialize");
+    let mut contents = header(&plan, client);
+    contents.push('\n');
+    contents.push_str(&body);
+    Ok(ClientConfig {
+        client,
+        files: vec![GeneratedFile {
+            path: PODMAN_DROPIN_PATH.into(),
+            contents,
+            on_existing: OnExisting::ReplaceIfGenerated,
+        }],
+        snippets: Vec::new(),
+        notes: podman_notes(&plan),
+    })
+}
+
+/// The `[[registry]]` table of one entry: ferry as its mirror (or its only location).
+fn registry(plan: &Plan, e: &Entry) -> Registry {
     let mirror = &plan.mirror;
     let authority = mirror.authority();
-    let registry = plan
-        .entries
-        .iter()
-        .map(|e| {
-            let mirror_location = match plan.dedicated_to {
-                Some(_) => authority.clone(),
-                None => format!("{authority}/{}", e.name),
-            };
-            if !plan.direct_fallback {
-                // ferry is the registry's only location: no mirror entry, no direct access
-                return Registry {
-                    prefix: e.name.clone(),
-                    location: mirror_location,
-                    insecure: mirror.is_plain_http(),
-                    mirror: Vec::new(),
-                };
-            }
-            let (location, insecure) = if e.fallback_is_default {
-                // containers/image itself maps docker.io to registry-1.docker.io
-                (e.name.clone(), false)
-            } else {
-                (e.fallback.authority(), e.fallback.is_plain_http())
-            };
-            Registry {
-                prefix: e.name.clone(),
-                location,
-                insecure,
-                mirror: vec![Mirror {
-                    location: mirror_location,
-                    insecure: mirror.is_plain_http(),
-                }],
-            }
-        })
-        .collect();
-    let body = toml::to_string(&RegistriesConf { registry }).expect("tables of strings serialize");
+    let mirror_location = match plan.dedicated_to {
+        Some(_) => authority.clone(),
+        None => format!("{authority}/{}", e.name),
+    };
+    if !plan.direct_fallback {
+        // ferry is the registry's only location: no mirror entry, no direct access
+        return Registry {
+            prefix: e.name.clone(),
+            location: mirror_location,
+            insecure: mirror.is_plain_http(),
+            mirror: Vec::new(),
+        };
+    }
+    let (location, insecure) = if e.fallback_is_default {
+        // containers/image itself maps docker.io to registry-1.docker.io
+        (e.name.clone(), false)
+    } else {
+        (e.fallback.authority(), e.fallback.is_plain_http())
+    };
+    Registry {
+        prefix: e.name.clone(),
+        location,
+        insecure,
+        mirror: vec![Mirror {
+            location: mirror_location,
+            insecure: mirror.is_plain_http(),
+        }],
+    }
+}
 
+/// The comment block at the top of the file: what it is, where it goes, how pulls go.
+fn header(plan: &Plan, client: crate::Client) -> String {
+    let mirror = &plan.mirror;
+    let authority = mirror.authority();
     let mut head = vec![
         format!(
             "{} {client}` for ferry at {}.",
@@ -139,10 +156,13 @@ fn registries_conf(target: &Target, client: crate::Client) -> Result<ClientConfi
     if mirror.is_plain_http() {
         head.push("ferry is plain HTTP here, hence insecure = true for it.".to_owned());
     }
-    let mut contents: String = head.iter().map(|l| format!("# {l}\n")).collect();
-    contents.push('\n');
-    contents.push_str(&body);
+    head.iter().map(|l| format!("# {l}\n")).collect()
+}
 
+/// How to install and check the file.
+fn podman_notes(plan: &Plan) -> Vec<String> {
+    let authority = plan.mirror.authority();
+    let mirror = &plan.mirror;
     let mut notes = vec![
         format!(
             "install as /{PODMAN_DROPIN_PATH}; Podman, Buildah and Skopeo read it on their next \
@@ -162,18 +182,8 @@ fn registries_conf(target: &Target, client: crate::Client) -> Result<ClientConfi
             "{authority} is plain HTTP: insecure = true lets containers/image use HTTP for it"
         ));
     }
-    notes.extend(skipped_notes(&plan));
-
-    Ok(ClientConfig {
-        client,
-        files: vec![GeneratedFile {
-            path: PODMAN_DROPIN_PATH.into(),
-            contents,
-            on_existing: OnExisting::ReplaceIfGenerated,
-        }],
-        snippets: Vec::new(),
-        notes,
-    })
+    notes.extend(skipped_notes(plan));
+    notes
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The input of every generator: where ferry is ([`Endpoint`]) and which registries it
-//! serves ([`Target`], [`Upstream`]), validated once and turned into a [`Plan`] that the
-//! per-client modules render.
+//! serves ([`Target`], [`Upstream`]), validated once and turned into a [`Plan`] (`plan.rs`)
+//! that the per-client modules render.
 //!
 //! Names are registry names as clients write them in image references (`docker.io`,
 //! `ghcr.io`, `registry.k8s.io:443`), checked strictly because they become directory names
@@ -11,6 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::Error;
+pub use crate::plan::{Entry, Plan};
 
 /// Docker Hub's name in image references.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -312,174 +313,6 @@ impl Target {
     pub fn plan(&self) -> Result<Plan, Error> {
         Plan::new(self)
     }
-}
-
-/// One client-visible registry name to configure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The name as clients write it (`docker.io`, `k8s.gcr.io`).
-    pub name: String,
-    /// The ferry upstream that serves it (equal to `name` unless `name` is an alias).
-    pub upstream: String,
-    /// Where the client falls back to when ferry fails.
-    pub fallback: Endpoint,
-    /// Whether `fallback` is the built-in default (the registry's real address).
-    pub fallback_is_default: bool,
-}
-
-/// A validated [`Target`]: the entries to generate and what the mirror address means.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    /// ferry's address.
-    pub mirror: Endpoint,
-    /// Client entries, in the target's order (upstream, then its aliases), without duplicates.
-    pub entries: Vec<Entry>,
-    /// The default upstream, normalized.
-    pub default_upstream: Option<String>,
-    /// Set when the mirror's host is a `hosts:` key: the only upstream this address serves.
-    pub dedicated_to: Option<String>,
-    /// Whether clients may go to the registries directly when ferry fails.
-    pub direct_fallback: bool,
-    /// Names left out, with the reason (shown to the user as notes).
-    pub skipped: Vec<String>,
-    /// Every upstream name (not aliases) and its aliases, normalized.
-    pub upstreams: Vec<Upstream>,
-    /// The CA certificate for an `https://` ferry, if given (see [`Target::ca_file`]).
-    pub ca_file: Option<String>,
-}
-
-impl Plan {
-    fn new(target: &Target) -> Result<Plan, Error> {
-        let mirror = target.mirror.clone();
-        let mut upstreams = Vec::new();
-        // name -> canonical upstream, for every name and alias
-        let mut owner: BTreeMap<String, String> = BTreeMap::new();
-        for up in &target.upstreams {
-            let name = normalize_registry_name(&up.name)?;
-            let mut aliases = Vec::new();
-            for alias in &up.aliases {
-                aliases.push(normalize_registry_name(alias)?);
-            }
-            for n in std::iter::once(&name).chain(aliases.iter()) {
-                if let Some(prev) = owner.get(n)
-                    && *prev != name
-                {
-                    return Err(Error::DuplicateName {
-                        name: n.clone(),
-                        first: prev.clone(),
-                        second: name.clone(),
-                    });
-                }
-                owner.insert(n.clone(), name.clone());
-            }
-            upstreams.push(Upstream { name, aliases });
-        }
-        if upstreams.is_empty() {
-            return Err(Error::NoUpstreams);
-        }
-
-        let resolve = |n: &str, what: &str| -> Result<String, Error> {
-            let norm = normalize_registry_name(n)?;
-            owner
-                .get(&norm)
-                .cloned()
-                .ok_or_else(|| Error::UnknownUpstream {
-                    name: n.to_owned(),
-                    used_by: what.to_owned(),
-                    known: owner.keys().cloned().collect(),
-                })
-        };
-
-        let default_upstream = match target.default_upstream.as_deref() {
-            None | Some("") => None,
-            Some(d) => Some(resolve(d, "default_upstream")?),
-        };
-
-        let mut host_routes = BTreeMap::new();
-        for (host, up) in &target.hosts {
-            let canonical = resolve(up, &format!("hosts: {host}"))?;
-            host_routes.insert(host.trim().to_ascii_lowercase(), canonical);
-        }
-        let dedicated_to = host_routes
-            .get(&mirror.authority())
-            .or_else(|| host_routes.get(mirror.host()))
-            .cloned();
-
-        for name in target.fallback_servers.keys() {
-            resolve(name, "fallback_servers")?;
-        }
-
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut skipped = Vec::new();
-        for up in &upstreams {
-            if dedicated_to.as_ref().is_some_and(|d| *d != up.name) {
-                continue;
-            }
-            for name in std::iter::once(&up.name).chain(up.aliases.iter()) {
-                if entries.iter().any(|e| &e.name == name) {
-                    continue;
-                }
-                if *name == mirror.authority() {
-                    skipped.push(format!(
-                        "{name}: it is the mirror's own address; a client entry for it would \
-                         send ferry's own traffic back to ferry"
-                    ));
-                    continue;
-                }
-                if !clients_can_name(name) {
-                    skipped.push(format!(
-                        "{name}: clients read a first component without '.' or ':' as a \
-                         Docker Hub namespace, so no client configuration can select it; pull \
-                         it through the path-prefix form {}/{name}/<repo>",
-                        mirror.authority()
-                    ));
-                    continue;
-                }
-                let (fallback, fallback_is_default) = match target.fallback_servers.get(name) {
-                    Some(f) => (f.clone(), false),
-                    None => (default_fallback(name), true),
-                };
-                entries.push(Entry {
-                    name: name.clone(),
-                    upstream: up.name.clone(),
-                    fallback,
-                    fallback_is_default,
-                });
-            }
-        }
-        if entries.is_empty() {
-            return Err(Error::NothingToConfigure { reasons: skipped });
-        }
-        crate::check_ca_file(target.ca_file.as_deref(), &mirror)?;
-        Ok(Plan {
-            mirror,
-            entries,
-            default_upstream,
-            dedicated_to,
-            direct_fallback: target.direct_fallback,
-            skipped,
-            upstreams,
-            ca_file: target.ca_file.clone(),
-        })
-    }
-
-    /// Whether the upstream named `name` is Docker Hub (by its name or one of its aliases).
-    pub fn upstream_is_docker_hub(&self, name: &str) -> bool {
-        self.upstreams
-            .iter()
-            .filter(|u| u.name == name)
-            .any(|u| is_docker_hub(&u.name) || u.aliases.iter().any(|a| is_docker_hub(a)))
-    }
-}
-
-/// The server a client uses for `name` when it has no configuration.
-fn default_fallback(name: &str) -> Endpoint {
-    let url = if is_docker_hub(name) {
-        DOCKER_HUB_SERVER.to_owned()
-    } else {
-        format!("https://{name}")
-    };
-    Endpoint::parse(&url).expect("a validated registry name makes a valid URL")
 }
 
 #[cfg(test)]

@@ -126,57 +126,9 @@ pub fn validate(c: &Config, text: &str) -> Result<(), ConfigErrors> {
 fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
     let mut names: Vec<&str> = Vec::new();
     for (name, u) in &c.upstreams {
-        if !is_registry_name(name) {
-            err(
-                &["upstreams", name],
-                format!("{name:?} is not a registry name (lower-case host[:port], e.g. ghcr.io)"),
-            );
-        }
+        check_upstream(name, u, err);
         names.push(name);
-        let url = u.base_url(name);
-        if let Err(m) = check_url(&url) {
-            err(&["upstreams", name, "url"], m);
-        }
-        for m in &u.mirrors {
-            if let Err(msg) = check_url(m) {
-                err(&["upstreams", name, "mirrors"], msg);
-            }
-        }
-        for a in &u.aliases {
-            if !is_registry_name(a) {
-                err(
-                    &["upstreams", name, "aliases"],
-                    format!("alias {a:?} is not a registry name"),
-                );
-            }
-            names.push(a);
-        }
-        for (i, pattern) in u.redirect_hosts.iter().enumerate() {
-            if let Err(m) = crate::hosts::check(pattern) {
-                err(
-                    &["upstreams", name, "redirect_hosts"],
-                    format!("pattern #{} {pattern:?} {m}", i + 1),
-                );
-            }
-        }
-        let seg = &u.segments;
-        if seg.parallel == 0 || seg.size.0 < 64 * 1024 || seg.threshold.0 < 64 * 1024 {
-            err(
-                &["upstreams", name, "segments"],
-                "parallel must be at least 1, size and threshold at least 64KiB".into(),
-            );
-        }
-        for a in &u.source_addresses {
-            if let Err(m) = check_source_address(a) {
-                err(&["upstreams", name, "source_addresses"], m);
-            }
-        }
-        if u.password.is_some() && u.username.is_none() {
-            err(
-                &["upstreams", name, "password"],
-                "a password needs a username".into(),
-            );
-        }
+        names.extend(u.aliases.iter().map(String::as_str));
     }
     names.sort_unstable();
     for w in names.windows(2) {
@@ -207,6 +159,60 @@ fn check_upstreams(c: &Config, err: &mut impl FnMut(&[&str], String)) {
                 format!("{target:?} is not one of the configured upstreams"),
             );
         }
+    }
+}
+
+/// One upstream's own settings: its name and aliases, URLs, redirect hosts, segments, source
+/// addresses and credentials.
+fn check_upstream(name: &str, u: &crate::UpstreamConfig, err: &mut impl FnMut(&[&str], String)) {
+    if !is_registry_name(name) {
+        err(
+            &["upstreams", name],
+            format!("{name:?} is not a registry name (lower-case host[:port], e.g. ghcr.io)"),
+        );
+    }
+    let url = u.base_url(name);
+    if let Err(m) = check_url(&url) {
+        err(&["upstreams", name, "url"], m);
+    }
+    for m in &u.mirrors {
+        if let Err(msg) = check_url(m) {
+            err(&["upstreams", name, "mirrors"], msg);
+        }
+    }
+    for a in &u.aliases {
+        if !is_registry_name(a) {
+            err(
+                &["upstreams", name, "aliases"],
+                format!("alias {a:?} is not a registry name"),
+            );
+        }
+    }
+    for (i, pattern) in u.redirect_hosts.iter().enumerate() {
+        if let Err(m) = crate::hosts::check(pattern) {
+            err(
+                &["upstreams", name, "redirect_hosts"],
+                format!("pattern #{} {pattern:?} {m}", i + 1),
+            );
+        }
+    }
+    let seg = &u.segments;
+    if seg.parallel == 0 || seg.size.0 < 64 * 1024 || seg.threshold.0 < 64 * 1024 {
+        err(
+            &["upstreams", name, "segments"],
+            "parallel must be at least 1, size and threshold at least 64KiB".into(),
+        );
+    }
+    for a in &u.source_addresses {
+        if let Err(m) = check_source_address(a) {
+            err(&["upstreams", name, "source_addresses"], m);
+        }
+    }
+    if u.password.is_some() && u.username.is_none() {
+        err(
+            &["upstreams", name, "password"],
+            "a password needs a username".into(),
+        );
     }
 }
 

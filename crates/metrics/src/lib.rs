@@ -253,6 +253,14 @@ impl Metrics {
     }
 
     fn register_all(&mut self) {
+        self.register_serving();
+        self.register_upstreams();
+        self.register_storage();
+        self.register_clients();
+    }
+
+    /// Requests, answers and the cache: what clients see.
+    fn register_serving(&mut self) {
         let r = &mut self.registry;
         r.register(
             "ferry_http_requests",
@@ -294,6 +302,11 @@ impl Metrics {
             "Cached answers served although the upstream deleted them (cache.keep_deleted)",
             self.deleted_upstream_served.clone(),
         );
+    }
+
+    /// Upstream requests, rate limits, source addresses and downloads.
+    fn register_upstreams(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "ferry_upstream_ratelimit_limit",
             "Upstream rate limit per account, from ratelimit-limit",
@@ -349,6 +362,11 @@ impl Metrics {
             "Failed upstream downloads",
             self.fill_failures.clone(),
         );
+    }
+
+    /// The cache's size and evictions.
+    fn register_storage(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "ferry_storage_used_bytes",
             "Bytes in the cache",
@@ -364,6 +382,11 @@ impl Metrics {
             "Bytes evicted by the size limit",
             self.evicted_bytes.clone(),
         );
+    }
+
+    /// Access control, connections, fair use and egress budgets.
+    fn register_clients(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "ferry_rejected_requests",
             "Requests refused by access control",

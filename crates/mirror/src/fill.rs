@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use ferry_metrics::{Metrics, ReasonLabels};
 use ferry_oci::{Digest, DigestVerifier, RepoName};
-use ferry_storage::fs::temp_path;
+use ferry_storage::spool::temp_path;
 use ferry_storage::{BlobStore, FillClaim, FillError, Progress};
 use ferry_upstream::{BlobDownload, Upstream};
 use tokio::sync::watch;
@@ -320,6 +320,20 @@ impl Job {
             let hasher = self.segmented(dl, size, file.clone(), reader).await?;
             return self.verify_and_store(spool, file, hasher, size).await;
         }
+        let (file, hasher, written) = self.stream_whole(dl, file).await?;
+        let file = Arc::new(file);
+        self.fill.progress.send_replace(Progress::Growing(written));
+        self.verify_and_store(spool, file, hasher, written).await
+    }
+
+    /// Streams a whole download into the spool file `file`, resuming a cut body with a range
+    /// request (up to `MAX_RESUMES` times); returns the file, its digest check and its length.
+    async fn stream_whole(
+        &self,
+        dl: BlobDownload,
+        file: File,
+    ) -> Result<(File, DigestVerifier, u64)> {
+        let size = dl.size;
         let mut writer = SpoolWriter::new(file, DigestVerifier::for_digest(&self.digest));
         let mut stream = dl.stream;
         let mut skip = 0u64;
@@ -328,10 +342,7 @@ impl Job {
             let (mut batch, eof, err) = next_batch(&mut stream).await;
             batch.skip(&mut skip);
             if !batch.is_empty() {
-                if spool
-                    .size
-                    .is_some_and(|s| writer.submitted() + batch.len() as u64 > s)
-                {
+                if size.is_some_and(|s| writer.submitted() + batch.len() as u64 > s) {
                     return Err(self.failure(FillError::TooLong));
                 }
                 if let Some(done) = writer.submit(batch).await? {
@@ -359,9 +370,7 @@ impl Job {
         }
         let written = writer.submitted();
         let (file, hasher) = writer.finish().await?;
-        let file = Arc::new(file);
-        self.fill.progress.send_replace(Progress::Growing(written));
-        self.verify_and_store(spool, file, hasher, written).await
+        Ok((file, hasher, written))
     }
 
     /// Fetches the rest of a large blob in parallel segments (the first is `first`).

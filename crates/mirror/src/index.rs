@@ -18,7 +18,7 @@ use ferry_storage::BlobStore;
 use tokio::sync::Notify;
 
 /// How often recorded accesses are written back.
-pub const FLUSH_EVERY: Duration = Duration::from_secs(30);
+pub const TOUCH_FLUSH_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -217,7 +217,7 @@ impl Index {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(FLUSH_EVERY) => {}
+                _ = tokio::time::sleep(TOUCH_FLUSH_EVERY) => {}
             }
             self.flush(store.as_ref()).await;
             self.evict(store.as_ref()).await;

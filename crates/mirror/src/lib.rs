@@ -290,14 +290,16 @@ impl Mirror {
         self.inner.background.len()
     }
 
-    /// Stops background upkeep and revalidations, and writes back access times.
+    /// Stops background upkeep and revalidations, waits for the background tasks and the
+    /// store's own (within a time limit), and writes back access times.
     pub async fn shutdown(&self) {
         self.inner.stop.cancel();
         self.inner.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_WAIT, self.inner.tasks.wait())
-            .await
-            .is_err()
-        {
+        let work = async {
+            self.inner.tasks.wait().await;
+            self.inner.store.close().await;
+        };
+        if tokio::time::timeout(SHUTDOWN_WAIT, work).await.is_err() {
             tracing::warn!(
                 tasks = self.inner.tasks.len(),
                 "background tasks still running at exit"

@@ -180,7 +180,12 @@ impl Mirror {
             }
             .map_err(MirrorError::from)
         };
-        let (result, _) = self.inner.links.confirms.run(key.clone(), work).await;
+        let (result, _) = self
+            .inner
+            .links
+            .confirms
+            .run(&self.inner.tasks, key.clone(), work)
+            .await;
         match result {
             Ok(size) => {
                 tracing::debug!(upstream = %t.name, repository = %t.repo, digest = %d, "upstream confirmed the repository holds a cached digest");

@@ -104,7 +104,14 @@ impl Mirror {
             }
             Ok(doc)
         };
-        match self.inner.lists.flights.run(key, work).await.0 {
+        match self
+            .inner
+            .lists
+            .flights
+            .run(&self.inner.tasks, key, work)
+            .await
+            .0
+        {
             Ok(doc) => Ok((doc, Outcome::Miss)),
             Err(MirrorError::Upstream(u))
                 if u.is_transient() && cached.is_some() && self.settings().policy.serve_stale =>

@@ -176,7 +176,12 @@ impl Mirror {
                 .map(|m| (m, Outcome::Miss))
         };
         let work = ferry_upstream::Priority::current().scope(work);
-        let (result, _) = self.inner.flights.digests.run(neg_key.clone(), work).await;
+        let (result, _) = self
+            .inner
+            .flights
+            .digests
+            .run(&self.inner.tasks, neg_key.clone(), work)
+            .await;
         result
             .map(ManifestAnswer::new)
             .inspect_err(|e| self.inner.memory.remember_not_found(neg_key, e))
@@ -208,7 +213,12 @@ impl Mirror {
         let (t2, tag2, entry2, key2) = (t.clone(), tag.clone(), entry.clone(), key.clone());
         let work = async move { this.refresh_tag(&t2, &tag2, entry2, &key2).await };
         let work = ferry_upstream::Priority::current().scope(work);
-        let (result, _) = self.inner.flights.tags.run(key.clone(), work).await;
+        let (result, _) = self
+            .inner
+            .flights
+            .tags
+            .run(&self.inner.tasks, key.clone(), work)
+            .await;
         match result {
             Ok(found) => Ok(ManifestAnswer::new(found)),
             Err(e) => self.stale_or(t, entry, e, key).await,

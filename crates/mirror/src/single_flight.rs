@@ -1,6 +1,7 @@
 //! Runs one task per key at a time: concurrent callers with the same key share the result.
-//! The work runs on its own task, so a caller that goes away (a client that disconnects) does
-//! not cancel it for the others or leave a half-done cache entry.
+//! The work runs on its own task, on the engine's tracker (so shutdown waits for it), and a
+//! caller that goes away (a client that disconnects) does not cancel it for the others or
+//! leave a half-done cache entry.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,6 +9,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tokio_util::task::TaskTracker;
 
 type Flights<K, V> = Arc<Mutex<HashMap<K, Shared<BoxFuture<'static, V>>>>>;
 
@@ -29,9 +31,9 @@ where
     K: Hash + Eq + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// Runs `work` for `key`, or joins the run already in flight. Returns the value and whether
-    /// this call joined someone else's run.
-    pub async fn run<F>(&self, key: K, work: F) -> (V, bool)
+    /// Runs `work` for `key` on `tasks`, or joins the run already in flight. Returns the value
+    /// and whether this call joined someone else's run.
+    pub async fn run<F>(&self, tasks: &TaskTracker, key: K, work: F) -> (V, bool)
     where
         F: Future<Output = V> + Send + 'static,
     {
@@ -42,7 +44,7 @@ where
                 None => {
                     let map2 = self.map.clone();
                     let key2 = key.clone();
-                    let task = tokio::spawn(async move {
+                    let task = tasks.spawn(async move {
                         let v = work.await;
                         map2.lock().expect("single-flight lock").remove(&key2);
                         v
@@ -83,7 +85,7 @@ mod tests {
         for _ in 0..10 {
             let (sf, runs) = (sf.clone(), runs.clone());
             handles.push(tokio::spawn(async move {
-                sf.run(7, async move {
+                sf.run(&TaskTracker::new(), 7, async move {
                     runs.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     42
@@ -110,7 +112,7 @@ mod tests {
         let caller = tokio::spawn({
             let sf = sf.clone();
             async move {
-                sf.run(1, async move {
+                sf.run(&TaskTracker::new(), 1, async move {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     d.fetch_add(1, Ordering::SeqCst);
                     1
@@ -125,6 +127,29 @@ mod tests {
             done.load(Ordering::SeqCst),
             1,
             "the work finished without its caller"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_work_is_owned_by_the_tracker() {
+        let (sf, tasks) = (SingleFlight::<u32, u32>::default(), TaskTracker::new());
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = done.clone();
+        let work = async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            d.fetch_add(1, Ordering::SeqCst);
+            1
+        };
+        let caller = sf.run(&tasks, 1, work);
+        // The caller goes away before the work is done; the tracker still holds the work.
+        let _ = tokio::time::timeout(Duration::from_millis(10), caller).await;
+        assert_eq!(tasks.len(), 1, "the run is a tracked task");
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            1,
+            "waiting on the tracker waits for it"
         );
     }
 }

@@ -32,13 +32,7 @@ async fn fifty_concurrent_misses_cause_one_upstream_get() {
             if i >= 25 {
                 tokio::time::sleep(Duration::from_millis(100)).await; // join halfway through
             }
-            read_all(
-                m.blob(&t, &d, None, Delivery::Stream, &Ungated)
-                    .await
-                    .unwrap(),
-            )
-            .await
-            .unwrap()
+            pull(&m, &t, &d).await
         }));
     }
     for task in tasks {
@@ -309,14 +303,7 @@ async fn the_blob_index_survives_a_restart() {
     let env = env_with("").await;
     let (d, _) = add_blob(&env.fake, 1000, 9);
     let t = env.mirror.resolve("org/app", None, None).unwrap();
-    read_all(
-        env.mirror
-            .blob(&t, &d, None, Delivery::Stream, &Ungated)
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    pull(&env.mirror, &t, &d).await;
     assert!(env.mirror.settle_blob(&d).await);
     let store: Arc<dyn BlobStore> = Arc::new(FsStore::open(&env.root).unwrap());
     let config = Config::from_yaml(
@@ -359,7 +346,7 @@ impl BlobStore for SlowIngest {
         d: &Digest,
         offset: u64,
         len: Option<u64>,
-    ) -> ferry_storage::Result<Option<ferry_storage::BlobBody>> {
+    ) -> ferry_storage::Result<Option<ferry_storage::OpenedBlob>> {
         self.inner.open(d, offset, len).await
     }
     async fn read_all(&self, d: &Digest) -> ferry_storage::Result<Option<Bytes>> {
@@ -415,14 +402,7 @@ async fn a_slow_store_releases_readers_early_and_settle_waits_for_it() {
     let t = mirror.resolve("org/app", None, None).unwrap();
 
     let start = std::time::Instant::now();
-    let got = read_all(
-        mirror
-            .blob(&t, &d, None, Delivery::Stream, &Ungated)
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let got = pull(mirror, &t, &d).await;
     let drained = start.elapsed();
     assert!(got == data);
     assert!(

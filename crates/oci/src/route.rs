@@ -48,7 +48,7 @@ pub enum Endpoint {
 
 /// Why a path is not a valid `/v2/` route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RouteError {
+pub enum PathError {
     /// Not under `/v2/` or no known endpoint: a plain 404.
     #[error("no such API endpoint")]
     NotFound,
@@ -67,14 +67,14 @@ pub enum RouteError {
 }
 
 /// Parses a raw request path such as `/v2/library/nginx/manifests/latest`.
-pub fn parse(path: &str) -> Result<Route<'_>, RouteError> {
+pub fn parse(path: &str) -> Result<Route<'_>, PathError> {
     if path.len() > MAX_PATH_LEN {
-        return Err(RouteError::TooLong);
+        return Err(PathError::TooLong);
     }
     let rest = match path.strip_prefix("/v2") {
         Some("") | Some("/") => return Ok(Route::Base),
-        Some(r) => r.strip_prefix('/').ok_or(RouteError::NotFound)?,
-        None => return Err(RouteError::NotFound),
+        Some(r) => r.strip_prefix('/').ok_or(PathError::NotFound)?,
+        None => return Err(PathError::NotFound),
     };
     if rest == "_catalog" {
         return Ok(Route::Catalog);
@@ -84,7 +84,7 @@ pub fn parse(path: &str) -> Result<Route<'_>, RouteError> {
     Ok(Route::Repo { name, endpoint })
 }
 
-fn split_endpoint(rest: &str) -> Result<(&str, Endpoint), RouteError> {
+fn split_endpoint(rest: &str) -> Result<(&str, Endpoint), PathError> {
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Ok((name, Endpoint::TagsList));
     }
@@ -94,18 +94,18 @@ fn split_endpoint(rest: &str) -> Result<(&str, Endpoint), RouteError> {
             return Ok((&rest[..i], Endpoint::BlobUpload));
         }
     }
-    let (head, last) = rest.rsplit_once('/').ok_or(RouteError::NotFound)?;
-    let (name, kind) = head.rsplit_once('/').ok_or(RouteError::NotFound)?;
+    let (head, last) = rest.rsplit_once('/').ok_or(PathError::NotFound)?;
+    let (name, kind) = head.rsplit_once('/').ok_or(PathError::NotFound)?;
     let endpoint = match kind {
         "manifests" => Endpoint::Manifest(Reference::parse(last)?),
         "blobs" => Endpoint::Blob(Digest::parse(last)?),
         "referrers" => Endpoint::Referrers(Digest::parse(last)?),
-        _ => return Err(RouteError::NotFound),
+        _ => return Err(PathError::NotFound),
     };
     Ok((name, endpoint))
 }
 
-fn check_name(name: &str) -> Result<(), RouteError> {
+fn check_name(name: &str) -> Result<(), PathError> {
     let bad = name.is_empty()
         || name.contains('%')
         || name.contains('\\')
@@ -113,7 +113,7 @@ fn check_name(name: &str) -> Result<(), RouteError> {
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == ".." || c.len() > 255);
     if bad {
-        Err(RouteError::Name(name.chars().take(120).collect()))
+        Err(PathError::Name(name.chars().take(120).collect()))
     } else {
         Ok(())
     }
@@ -138,8 +138,8 @@ mod tests {
         assert_eq!(parse("/v2/"), Ok(Route::Base));
         assert_eq!(parse("/v2"), Ok(Route::Base));
         assert_eq!(parse("/v2/_catalog"), Ok(Route::Catalog));
-        assert_eq!(parse("/v1/"), Err(RouteError::NotFound));
-        assert_eq!(parse("/v2x"), Err(RouteError::NotFound));
+        assert_eq!(parse("/v1/"), Err(PathError::NotFound));
+        assert_eq!(parse("/v2x"), Err(PathError::NotFound));
     }
 
     #[test]
@@ -182,15 +182,15 @@ mod tests {
         assert!(parse("/v2/a/blobs/sha256:../../x").is_err());
         assert!(matches!(
             parse("/v2/a/blobs/sha256:xyz"),
-            Err(RouteError::Digest(_))
+            Err(PathError::Digest(_))
         ));
         assert!(matches!(
             parse("/v2/a/manifests/../x"),
-            Err(RouteError::NotFound | RouteError::Name(_))
+            Err(PathError::NotFound | PathError::Name(_))
         ));
         assert_eq!(
             parse(&format!("/v2/{}/manifests/x", "a/".repeat(600))),
-            Err(RouteError::TooLong)
+            Err(PathError::TooLong)
         );
     }
 

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use ferry_mirror::{FillError, MirrorError, RouteError, UpstreamError};
 use ferry_oci::errcode::{ErrorCode, OciError};
 use ferry_oci::reference::ReferenceError;
-use ferry_oci::route::RouteError as PathError;
+use ferry_oci::route::PathError;
 use http::{HeaderValue, StatusCode, header};
 
 /// An error answer: the OCI error plus optional extra headers. Built only here, by the named

@@ -48,7 +48,7 @@ fn parse_query(q: Option<&str>) -> Query {
     out
 }
 
-fn route_label(r: &Result<Route<'_>, route::RouteError>) -> &'static str {
+fn route_label(r: &Result<Route<'_>, route::PathError>) -> &'static str {
     match r {
         Ok(Route::Base) => "base",
         Ok(Route::Catalog) => "catalog",
@@ -95,7 +95,7 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
 async fn dispatch(
     app: &App,
     req: &Parts,
-    parsed: Result<Route<'_>, route::RouteError>,
+    parsed: Result<Route<'_>, route::PathError>,
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let method = req.method.clone();
@@ -128,7 +128,7 @@ async fn dispatch(
             return Err(ApiError::push_refused());
         }
     };
-    let access_target = ferry_access::Target {
+    let access_target = ferry_access::Resource {
         upstream: &target.name,
         repository: target.repo.as_str(),
         kind,
@@ -158,7 +158,7 @@ fn blob_digest(e: &Endpoint) -> Option<&str> {
 async fn admit(
     app: &App,
     req: &Parts,
-    target: Option<ferry_access::Target<'_>>,
+    target: Option<ferry_access::Resource<'_>>,
     log: &mut RequestLog,
 ) -> Result<Grant, ApiError> {
     let realm = app.token_realm(req);

@@ -1,11 +1,11 @@
 //! TLS termination with rustls (aws-lc-rs): certificate chain and key from PEM files, HTTP/2
 //! and HTTP/1.1 offered by ALPN, and the files re-read when they change on disk (cert-manager or
 //! certbot renewals take effect without a restart; a broken new pair is logged and the old one
-//! kept).
+//! kept). The process's one file watcher calls [`CertReload::reload`] when the files change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
@@ -14,12 +14,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_util::sync::CancellationToken;
 
 use crate::listen::{Acceptor, Io};
 
-/// How often the certificate files are checked for changes.
-pub const RELOAD_CHECK: Duration = Duration::from_secs(5);
 /// Longest TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -63,13 +60,37 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// A TLS acceptor for the accept loop, plus a task that reloads the files until `stop`.
-pub fn acceptor(
+/// Re-reads the certificate and key into a running acceptor.
+#[derive(Debug, Clone)]
+pub struct CertReload {
     cert: PathBuf,
     key: PathBuf,
-    stop: CancellationToken,
-    tasks: &tokio_util::task::TaskTracker,
-) -> Result<Acceptor, TlsError> {
+    resolver: Arc<Resolver>,
+}
+
+impl CertReload {
+    /// The certificate and key files.
+    pub fn paths(&self) -> [PathBuf; 2] {
+        [self.cert.clone(), self.key.clone()]
+    }
+
+    /// Loads the files again and serves the new pair from the next handshake on; a pair that
+    /// does not load is logged and the current one kept.
+    pub fn reload(&self) {
+        match load(&self.cert, &self.key) {
+            Ok(ck) => {
+                self.resolver.0.store(Arc::new(ck));
+                tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate NOT reloaded; keeping the previous one")
+            }
+        }
+    }
+}
+
+/// A TLS acceptor for the accept loop, and the handle that reloads its files.
+pub fn acceptor(cert: PathBuf, key: PathBuf) -> Result<(Acceptor, CertReload), TlsError> {
     let resolver = Arc::new(Resolver(ArcSwap::from_pointee(load(&cert, &key)?)));
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -77,9 +98,13 @@ pub fn acceptor(
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    tasks.spawn(watch(cert, key, resolver, stop));
+    let reload = CertReload {
+        cert,
+        key,
+        resolver,
+    };
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    Ok(Arc::new(move |stream| {
+    let acceptor: Acceptor = Arc::new(move |stream| {
         let tls = tls.clone();
         async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
@@ -92,34 +117,6 @@ pub fn acceptor(
             }
         }
         .boxed()
-    }))
-}
-
-fn stamp(p: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(p).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
-
-async fn watch(cert: PathBuf, key: PathBuf, resolver: Arc<Resolver>, stop: CancellationToken) {
-    let mut seen = (stamp(&cert), stamp(&key));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(RELOAD_CHECK) => {}
-        }
-        let now = (stamp(&cert), stamp(&key));
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match load(&cert, &key) {
-            Ok(ck) => {
-                resolver.0.store(Arc::new(ck));
-                tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "TLS certificate NOT reloaded; keeping the previous one")
-            }
-        }
-    }
+    });
+    Ok((acceptor, reload))
 }

@@ -19,7 +19,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ferry_oci::Digest;
 
-use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, FileMaps, FillClaim, Result, StorageError};
+use crate::{
+    BlobEntry, BlobInfo, BlobStore, FileMaps, FillClaim, OpenedBlob, Result, StorageError,
+};
 
 /// How long the breaker stays open after a failure.
 pub const COOL_DOWN: Duration = Duration::from_secs(5);
@@ -128,7 +130,7 @@ impl BlobStore for BreakerStore {
         digest: &Digest,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<Option<BlobBody>> {
+    ) -> Result<Option<OpenedBlob>> {
         self.quick(self.inner.open(digest, offset, len)).await
     }
 
@@ -209,5 +211,9 @@ impl BlobStore for BreakerStore {
 
     async fn check_writable(&self) -> Result<()> {
         self.quick(self.inner.check_writable()).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
     }
 }

@@ -19,8 +19,8 @@ use ferry_oci::Digest;
 use crate::chunks::ChunkReader;
 use crate::mapped::FileMaps;
 use crate::paths;
-use crate::spool::Spool;
-use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, Result, StorageError, check_key};
+use crate::spool::{Spool, temp_path};
+use crate::{BlobEntry, BlobInfo, BlobStore, OpenedBlob, Result, StorageError, check_key};
 
 /// Blobs and metadata in a directory on local disk.
 #[derive(Debug, Clone)]
@@ -80,12 +80,6 @@ impl FsStore {
     }
 }
 
-/// A fresh, unique spool file name in `dir`.
-pub fn temp_path(dir: &Path) -> PathBuf {
-    let n: u64 = rand::random();
-    dir.join(format!("{n:016x}.part"))
-}
-
 /// Moves a complete, fsync'ed file to `dest`, creating parents and syncing the directory.
 fn publish(tmp: &Path, dest: &Path) -> io::Result<()> {
     let parent = dest.parent().expect("destination has a parent");
@@ -132,7 +126,7 @@ impl BlobStore for FsStore {
         digest: &Digest,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<Option<BlobBody>> {
+    ) -> Result<Option<OpenedBlob>> {
         let path = paths::blob_path(&self.root, digest);
         let opened = blocking(move || {
             not_found_as_none(File::open(&path)).and_then(|f| match f {
@@ -151,7 +145,7 @@ impl BlobStore for FsStore {
         let stream = ChunkReader::new(file, offset, len)
             .with_maps(self.maps.clone())
             .into_stream();
-        Ok(Some(BlobBody { size, stream }))
+        Ok(Some(OpenedBlob { size, stream }))
     }
 
     async fn read_all(&self, digest: &Digest) -> Result<Option<Bytes>> {

@@ -85,7 +85,7 @@ pub struct BlobEntry {
 }
 
 /// An opened blob (or a range of it).
-pub struct BlobBody {
+pub struct OpenedBlob {
     /// Size of the whole blob.
     pub size: u64,
     /// The requested bytes.
@@ -115,7 +115,7 @@ pub trait BlobStore: Send + Sync + 'static {
         digest: &Digest,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<Option<BlobBody>>;
+    ) -> Result<Option<OpenedBlob>>;
 
     /// Reads a whole small blob (manifests) into memory.
     async fn read_all(&self, digest: &Digest) -> Result<Option<Bytes>>;
@@ -199,6 +199,11 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Checks that the store is writable (for readiness probes).
     async fn check_writable(&self) -> Result<()>;
+
+    /// Ends the store's own background work (the tiered store's copies to local disk) and
+    /// waits for it; called once at shutdown, after the engine's tasks. Work ended early
+    /// leaves nothing behind.
+    async fn close(&self) {}
 }
 
 /// Rejects metadata keys that are empty, absolute or contain `.`/`..`/empty segments.

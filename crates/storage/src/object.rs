@@ -34,7 +34,7 @@ use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
 use crate::spool::Spool;
-use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, FillClaim, Result, StorageError};
+use crate::{BlobEntry, BlobInfo, BlobStore, FillClaim, OpenedBlob, Result, StorageError};
 
 /// Link markers written at once (the links of one manifest's blobs).
 const LINK_WRITES: usize = 16;
@@ -245,7 +245,7 @@ impl BlobStore for ObjectStore {
         digest: &Digest,
         offset: u64,
         len: Option<u64>,
-    ) -> Result<Option<BlobBody>> {
+    ) -> Result<Option<OpenedBlob>> {
         let key = keys::blob(digest);
         let Some(size) = self.exists(&key).await? else {
             return Ok(None);
@@ -253,7 +253,7 @@ impl BlobStore for ObjectStore {
         let start = offset.min(size);
         let len = len.unwrap_or(size - start).min(size - start);
         let stream = transfer::read_range(&self.op, &key, start, len).await?;
-        Ok(Some(BlobBody { size, stream }))
+        Ok(Some(OpenedBlob { size, stream }))
     }
 
     async fn read_all(&self, digest: &Digest) -> Result<Option<Bytes>> {

@@ -12,6 +12,12 @@ use std::fs::{File, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// A fresh, unique spool file name in `dir`.
+pub fn temp_path(dir: &Path) -> PathBuf {
+    let n: u64 = rand::random();
+    dir.join(format!("{n:016x}.part"))
+}
+
 /// This process's spool directory; the lock is released when the last clone is dropped.
 #[derive(Debug)]
 pub struct Spool {

@@ -26,9 +26,14 @@ use ferry_oci::{Digest, DigestVerifier};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::fs::{FsStore, temp_path};
-use crate::{BlobBody, BlobEntry, BlobInfo, BlobStore, FileMaps, FillClaim, Result, StorageError};
+use crate::fs::FsStore;
+use crate::spool::temp_path;
+use crate::{
+    BlobEntry, BlobInfo, BlobStore, FileMaps, FillClaim, OpenedBlob, Result, StorageError,
+};
 
 /// Background copies from the shared store to local disk at once.
 const COPIES: usize = 2;
@@ -45,6 +50,9 @@ struct Inner {
     lru: Mutex<lru::Lru>,
     copying: Mutex<HashSet<Digest>>,
     copies: Semaphore,
+    /// The background copies, waited for by [`BlobStore::close`].
+    copying_tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl TieredStore {
@@ -58,6 +66,8 @@ impl TieredStore {
                 lru: Mutex::new(lru::Lru::new(max_bytes, entries)),
                 copying: Mutex::default(),
                 copies: Semaphore::new(COPIES),
+                copying_tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
             }),
         };
         store.trim().await;
@@ -104,33 +114,44 @@ impl TieredStore {
             return;
         }
         let (this, d) = (self.clone(), d.clone());
-        tokio::spawn(async move {
-            let permit = this.inner.copies.acquire().await;
-            if let Err(e) = this.copy_local(&d).await {
-                tracing::warn!(digest = %d, error = %e, "could not copy a blob to the local tier");
+        self.inner.copying_tasks.spawn(async move {
+            let tmp = temp_path(&this.inner.local.spool_dir());
+            let copied = tokio::select! {
+                _ = this.inner.stop.cancelled() => None,
+                r = async {
+                    let _permit = this.inner.copies.acquire().await;
+                    this.copy_local(&d, &tmp).await
+                } => Some(r),
+            };
+            match copied {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(digest = %d, error = %e, "could not copy a blob to the local tier")
+                }
+                None => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                }
             }
-            drop(permit);
             this.inner.copying.lock().expect("tier lock").remove(&d);
         });
     }
 
-    async fn copy_local(&self, d: &Digest) -> Result<()> {
+    async fn copy_local(&self, d: &Digest, tmp: &Path) -> Result<()> {
         if self.is_local(d) {
             return Ok(());
         }
         let Some(body) = self.inner.remote.open(d, 0, None).await? else {
             return Ok(());
         };
-        let tmp = temp_path(&self.inner.local.spool_dir());
-        let written = write_verified(body, d, &tmp).await;
+        let written = write_verified(body, d, tmp).await;
         match written {
             Ok(size) => {
-                self.inner.local.ingest(d, &tmp).await?;
+                self.inner.local.ingest(d, tmp).await?;
                 self.admit(d, size).await;
                 Ok(())
             }
             Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
+                let _ = tokio::fs::remove_file(tmp).await;
                 Err(e)
             }
         }
@@ -138,7 +159,7 @@ impl TieredStore {
 }
 
 /// Writes a blob's stream to `path`, checking length and digest; fsyncs. Returns the size.
-async fn write_verified(body: BlobBody, d: &Digest, path: &Path) -> Result<u64> {
+async fn write_verified(body: OpenedBlob, d: &Digest, path: &Path) -> Result<u64> {
     let mut file = tokio::fs::File::create(path).await?;
     let mut hasher = DigestVerifier::for_digest(d);
     let mut stream = body.stream;
@@ -175,7 +196,7 @@ impl BlobStore for TieredStore {
         }
     }
 
-    async fn open(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<Option<BlobBody>> {
+    async fn open(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<Option<OpenedBlob>> {
         if let Some(body) = self.inner.local.open(d, offset, len).await? {
             self.lru().touch(d, SystemTime::now());
             return Ok(Some(body));
@@ -297,6 +318,15 @@ impl BlobStore for TieredStore {
 
     async fn claim_fill(&self, source: &str, d: &Digest, wait: Duration) -> Result<FillClaim> {
         self.inner.remote.claim_fill(source, d, wait).await
+    }
+
+    /// Stops the copies to local disk (a copy cut short removes its temporary file), waits for
+    /// them, then closes the shared store.
+    async fn close(&self) {
+        self.inner.stop.cancel();
+        self.inner.copying_tasks.close();
+        self.inner.copying_tasks.wait().await;
+        self.inner.remote.close().await;
     }
 }
 

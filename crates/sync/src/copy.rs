@@ -17,7 +17,7 @@ use bytes::Bytes;
 use ferry_oci::manifest::Descriptor;
 use ferry_oci::{Digest, DigestVerifier, ImageRef, Reference, RepoName};
 use ferry_upstream::Upstream;
-use ferry_upstream::push::{ByteStream, Mount};
+use ferry_upstream::push::{Mount, PushStream};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -258,7 +258,7 @@ pub fn destination_reference(src: &ImageRef, dst: &ImageRef) -> Reference {
 /// A blob stream that hashes and counts what passes, reports progress, and turns a wrong
 /// digest or length at the end into an error (so the upload is aborted, never committed).
 struct Verified {
-    inner: ByteStream,
+    inner: PushStream,
     hasher: Option<DigestVerifier>,
     expected: Digest,
     size: u64,
@@ -269,7 +269,7 @@ struct Verified {
 
 impl Verified {
     fn new(
-        inner: ByteStream,
+        inner: PushStream,
         expected: &Digest,
         size: u64,
         progress: BlobProgress,

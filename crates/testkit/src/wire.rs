@@ -77,6 +77,25 @@ pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((u.to_owned(), p.to_owned()))
 }
 
+/// The credentials of a token request: a `Basic` header, or the OAuth2 password grant
+/// (`grant_type=password&username=..&password=..`) in `params` (query and form pairs).
+pub fn token_credentials(
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Option<(String, String)> {
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    basic_credentials(headers).or_else(|| {
+        match (
+            param("grant_type").as_deref(),
+            param("username"),
+            param("password"),
+        ) {
+            (Some("password"), Some(u), Some(p)) => Some((u, p)),
+            _ => None,
+        }
+    })
+}
+
 /// A pseudo-random number that differs between calls, threads and processes.
 pub fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

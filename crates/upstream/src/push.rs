@@ -25,7 +25,7 @@ use crate::error::{UpstreamError, retry_after};
 use crate::{Result, Upstream};
 
 /// A stream of blob bytes to upload.
-pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+pub type PushStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// What a mount attempt achieved.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ pub struct UploadSession {
 /// A request body: replayable bytes, or a stream of known length sent once.
 enum PushBody {
     Bytes(Bytes),
-    Stream(ByteStream, u64),
+    Stream(PushStream, u64),
 }
 
 /// One push-side request.
@@ -117,7 +117,7 @@ impl Upstream {
         session: UploadSession,
         digest: &Digest,
         size: u64,
-        body: ByteStream,
+        body: PushStream,
         chunk_size: u64,
     ) -> Result<()> {
         let chunk_size = chunk_size.max(1);
@@ -150,7 +150,7 @@ impl Upstream {
         repo: &RepoName,
         mut session: UploadSession,
         size: u64,
-        body: ByteStream,
+        body: PushStream,
         chunk_size: u64,
     ) -> Result<UploadSession> {
         let source = Arc::new(tokio::sync::Mutex::new(Source {
@@ -348,7 +348,7 @@ impl PushBody {
 /// A body on its way out.
 enum SendBody {
     Bytes(Bytes),
-    Stream(ByteStream),
+    Stream(PushStream),
 }
 
 fn origin(url: &Url) -> String {
@@ -364,12 +364,12 @@ fn origin(url: &Url) -> String {
 
 /// The upload source shared by the chunk bodies cut from it.
 struct Source {
-    stream: ByteStream,
+    stream: PushStream,
     leftover: Option<Bytes>,
 }
 
 /// A body of exactly `len` bytes taken from the front of `source`.
-fn take(source: Arc<tokio::sync::Mutex<Source>>, len: u64) -> ByteStream {
+fn take(source: Arc<tokio::sync::Mutex<Source>>, len: u64) -> PushStream {
     futures_util::stream::unfold((source, len), |(source, remaining)| async move {
         if remaining == 0 {
             return None;

@@ -14,8 +14,8 @@
 //! - [`rules`]: the pure image rewrite, `nginx` -> `mirror.example.com/docker.io/library/nginx`.
 //!
 //! Around it: [`config`] (the YAML file) and [`settings`] (compiled form), [`reload`] and
-//! [`watch`] (hot reload of config and certificates), [`tls`] (rotating certificate) and
-//! [`health`] (the mirror health gate).
+//! one file watcher (`ferry_watch`: hot reload of config and certificates), [`tls`] (rotating
+//! certificate) and [`health`] (the mirror health gate).
 
 pub mod admission;
 pub mod config;
@@ -28,7 +28,6 @@ pub mod settings;
 pub mod target;
 pub mod template;
 pub mod tls;
-pub mod watch;
 pub mod workload;
 
 use std::future::Future;
@@ -149,24 +148,17 @@ fn background(
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut reloader = reload::ConfigReloader::new(config_path, state.settings.clone());
-    let dir = watch::parent_dir(config_path);
-    tasks.spawn(watch::on_change(
-        vec![dir],
-        FALLBACK_POLL,
-        cancel.clone(),
-        move || {
-            reloader.reload();
-        },
-    ));
     let store = certs.clone();
-    tasks.spawn(watch::on_change(
-        certs.dirs(),
-        FALLBACK_POLL,
-        cancel.clone(),
-        move || {
+    let files = ferry_watch::FileWatch::new()
+        .on_change(&[config_path.to_owned()], move || {
+            reloader.reload();
+            std::future::ready(())
+        })
+        .on_change(&certs.paths(), move || {
             store.reload();
-        },
-    ));
+            std::future::ready(())
+        });
+    tasks.spawn(files.run(FALLBACK_POLL, cancel.clone()));
     tasks.spawn(health::poll(
         state.health.clone(),
         state.settings.clone(),

@@ -103,14 +103,9 @@ impl CertStore {
         }
     }
 
-    /// The directories holding the certificate and key.
-    pub fn dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = vec![
-            crate::watch::parent_dir(&self.cert_path),
-            crate::watch::parent_dir(&self.key_path),
-        ];
-        dirs.dedup();
-        dirs
+    /// The certificate and key files (watched for changes).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        vec![self.cert_path.clone(), self.key_path.clone()]
     }
 
     /// A rustls server config that resolves through this store, speaking h2 and HTTP/1.1.

@@ -232,16 +232,7 @@ async fn token(
         .flat_map(|(_, v)| v.split(' ').map(str::to_owned).collect::<Vec<_>>())
         .filter(|s| !s.is_empty())
         .collect();
-    let credentials = basic_credentials(&headers).or_else(|| {
-        match (
-            param("grant_type").as_deref(),
-            param("username"),
-            param("password"),
-        ) {
-            (Some("password"), Some(u), Some(p)) => Some((u, p)),
-            _ => None,
-        }
-    });
+    let credentials = ferry_testkit::wire::token_credentials(&headers, &params);
     let mut record = TokenRequest {
         method: method.to_string(),
         user: None,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use bytes::Bytes;
-use ferry_access::{Access, Denial, Grant, RequestInfo, Target, TargetKind};
+use ferry_access::{Access, Denial, Grant, RequestInfo, Resource, TargetKind};
 use ferry_config::access::AccessConfig;
 use futures_util::StreamExt;
 use http::HeaderMap;
@@ -60,8 +60,8 @@ fn auth(v: &str) -> HeaderMap {
 }
 
 /// A manifest target.
-pub fn manifest<'a>(upstream: &'a str, repository: &'a str) -> Option<Target<'a>> {
-    Some(Target {
+pub fn manifest<'a>(upstream: &'a str, repository: &'a str) -> Option<Resource<'a>> {
+    Some(Resource {
         upstream,
         repository,
         kind: TargetKind::Manifest,
@@ -70,8 +70,8 @@ pub fn manifest<'a>(upstream: &'a str, repository: &'a str) -> Option<Target<'a>
 }
 
 /// A blob target.
-pub fn blob<'a>(upstream: &'a str, repository: &'a str) -> Option<Target<'a>> {
-    Some(Target {
+pub fn blob<'a>(upstream: &'a str, repository: &'a str) -> Option<Resource<'a>> {
+    Some(Resource {
         upstream,
         repository,
         kind: TargetKind::Blob,

@@ -150,6 +150,12 @@ pub(crate) async fn read_all(a: BlobAnswer) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The whole blob `d` through `t`, as a client that streams it (no miss gate).
+pub(crate) async fn pull(m: &Mirror, t: &Target, d: &Digest) -> Vec<u8> {
+    let answer = m.blob(t, d, None, Delivery::Stream, &Ungated).await;
+    read_all(answer.unwrap()).await.unwrap()
+}
+
 pub(crate) fn spool_is_empty(root: &std::path::Path) -> bool {
     ferry_storage::spool::partial_files(&root.join("_spool")).is_empty()
 }

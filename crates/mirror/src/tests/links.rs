@@ -103,14 +103,7 @@ async fn a_repository_that_holds_a_cached_blob_is_confirmed_once_then_served_fro
     let (d, data) = add_blob(&env.fake, 10_000, 2);
     only_in(&env.fake, &d, &["org/app", "org/other"]);
     let (app, other) = (target(&env, "org/app"), target(&env, "org/other"));
-    read_all(
-        env.mirror
-            .blob(&app, &d, None, Delivery::Stream, &Ungated)
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    pull(&env.mirror, &app, &d).await;
     assert!(env.mirror.settle_blob(&d).await);
 
     let first = env
@@ -146,14 +139,7 @@ async fn manifests_link_what_they_name_and_are_served_only_where_they_belong() {
         target(&env, "org/third"),
         target(&env, "org/other"),
     );
-    read_all(
-        env.mirror
-            .blob(&app, &layer, None, Delivery::Stream, &Ungated)
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    pull(&env.mirror, &app, &layer).await;
     assert!(env.mirror.settle_blob(&layer).await);
     let m = add_manifest(&env.fake, "v1", &manifest_with_layer(&layer, 5000));
     only_in(&env.fake, &m, &["org/third"]);
@@ -207,14 +193,7 @@ async fn an_upstream_that_cannot_confirm_refuses_instead_of_leaking() {
     let (d, _) = add_blob(&env.fake, 1000, 4);
     only_in(&env.fake, &d, &["org/app"]);
     let (app, other) = (target(&env, "org/app"), target(&env, "org/other"));
-    read_all(
-        env.mirror
-            .blob(&app, &d, None, Delivery::Stream, &Ungated)
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    pull(&env.mirror, &app, &d).await;
     assert!(env.mirror.settle_blob(&d).await);
     env.fake.set_down(Some(StatusCode::SERVICE_UNAVAILABLE));
     let err = env
@@ -293,14 +272,7 @@ async fn links_survive_a_restart() {
         .manifest(&app, &Reference::parse("v1").unwrap(), &Ungated)
         .await
         .unwrap();
-    read_all(
-        env.mirror
-            .blob(&app, &layer, None, Delivery::Stream, &Ungated)
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    pull(&env.mirror, &app, &layer).await;
     assert!(env.mirror.settle_blob(&layer).await);
     env.mirror.shutdown().await;
 

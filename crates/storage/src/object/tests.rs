@@ -51,7 +51,7 @@ fn s3_store(server: &S3Server, bucket: &str, spool: &Path, prefix: &str) -> Obje
     ObjectStore::s3(&s3, opts).unwrap()
 }
 
-async fn collect(body: BlobBody) -> Vec<u8> {
+async fn collect(body: OpenedBlob) -> Vec<u8> {
     let mut out = Vec::new();
     let mut s = body.stream;
     while let Some(c) = s.next().await {

@@ -105,3 +105,36 @@ async fn local_blobs_are_not_redirected() {
         None
     );
 }
+
+/// Shutdown stops the background copies and waits for them: none is left running, and none
+/// leaves a temporary file in the spool (a copy that finished is a whole local blob).
+#[tokio::test]
+async fn close_ends_the_background_copies_and_leaves_nothing_behind() {
+    let (_dir, store, remote) = tier(u64::MAX).await;
+    let mut digests = Vec::new();
+    for n in 0..6u8 {
+        let data = Bytes::from(vec![n; 4 * 1024 * 1024]);
+        let d = Digest::sha256_of(&data);
+        remote.put_verified(&d, data).await.unwrap();
+        store.open(&d, 0, None).await.unwrap().expect("shared");
+        digests.push(d);
+    }
+    assert!(!store.inner.copying_tasks.is_empty(), "copies running");
+    tokio::time::timeout(Duration::from_secs(10), store.close())
+        .await
+        .expect("close returns");
+    assert!(store.inner.copying_tasks.is_empty(), "every copy ended");
+    assert!(store.inner.copying.lock().unwrap().is_empty());
+    assert!(
+        std::fs::read_dir(store.spool_dir())
+            .unwrap()
+            .next()
+            .is_none(),
+        "no temporary files left"
+    );
+    for d in &digests {
+        if let Some(info) = store.inner.local.stat(d).await.unwrap() {
+            assert_eq!(info.size, 4 * 1024 * 1024, "a local copy is whole");
+        }
+    }
+}

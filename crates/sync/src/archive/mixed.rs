@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use ferry_oci::Reference;
 use ferry_oci::manifest::Descriptor;
-use ferry_upstream::push::ByteStream;
+use ferry_upstream::push::PushStream;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::layout::LayoutDir;
@@ -57,7 +57,7 @@ impl MixedTransfer {
     }
 
     /// The blob's bytes from the source, and its size.
-    async fn open(&self, b: &Descriptor) -> Result<(ByteStream, u64), SyncError> {
+    async fn open(&self, b: &Descriptor) -> Result<(PushStream, u64), SyncError> {
         match &self.src {
             Src::Registry(side) => {
                 let dl = side.client.blob(&side.repo, &b.digest, 0).await?;

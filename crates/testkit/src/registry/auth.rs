@@ -56,6 +56,18 @@ impl UpstreamAuth {
 }
 
 /// None when the request may proceed; otherwise the 401 answer.
+/// A 401 that asks for `www_authenticate`.
+fn challenge(www_authenticate: String) -> Response {
+    let mut r = oci_error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "authentication required",
+    );
+    let value = HeaderValue::from_str(&www_authenticate).expect("challenge header");
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    r
+}
+
 pub(super) fn check_auth(
     shared: &Shared,
     headers: &HeaderMap,
@@ -73,16 +85,7 @@ pub(super) fn check_auth(
             if given.is_some() && (wanted.is_none() || given == wanted) {
                 return None;
             }
-            let mut r = oci_error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "authentication required",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"fake\""),
-            );
-            Some(r)
+            Some(challenge("Basic realm=\"fake\"".into()))
         }
         UpstreamAuth::Bearer { .. } => {
             let now = Instant::now();
@@ -97,23 +100,14 @@ pub(super) fn check_auth(
             if valid {
                 return None;
             }
-            let mut challenge = format!(
+            let mut challenge_value = format!(
                 "Bearer realm=\"{}/token\",service=\"{FAKE_SERVICE}\"",
                 shared.url
             );
             if let Some(repo) = repo {
-                challenge.push_str(&format!(",scope=\"repository:{repo}:pull\""));
+                challenge_value.push_str(&format!(",scope=\"repository:{repo}:pull\""));
             }
-            let mut r = oci_error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "authentication required",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_str(&challenge).expect("challenge header"),
-            );
-            Some(r)
+            Some(challenge(challenge_value))
         }
     }
 }
@@ -128,7 +122,6 @@ pub(super) async fn token_endpoint(shared: &Shared, req: Request) -> Response {
             .unwrap_or_default();
         params.extend(query_pairs(&String::from_utf8_lossy(&body)));
     }
-    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let mut inner = shared.inner.lock().unwrap();
     let UpstreamAuth::Bearer {
         expires_in,
@@ -142,16 +135,7 @@ pub(super) async fn token_endpoint(shared: &Shared, req: Request) -> Response {
         );
     };
     if let Some(required) = credentials {
-        let presented = basic_credentials(&headers).or_else(|| {
-            match (
-                param("grant_type").as_deref(),
-                param("username"),
-                param("password"),
-            ) {
-                (Some("password"), Some(u), Some(p)) => Some((u, p)),
-                _ => None,
-            }
-        });
+        let presented = crate::wire::token_credentials(&headers, &params);
         if presented != Some(required) {
             let mut r = oci_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "bad credentials");
             r.headers_mut().insert(

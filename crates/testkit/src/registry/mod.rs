@@ -103,6 +103,23 @@ struct Repo {
     tags: BTreeMap<String, String>,
 }
 
+impl Repo {
+    /// Adds a manifest, reachable by digest and, if given, by `tag` (moving the tag if it
+    /// existed). Returns its digest.
+    fn put(&mut self, tag: Option<&str>, media_type: &str, bytes: Bytes) -> String {
+        let digest = sha256_digest(&bytes);
+        let manifest = Manifest {
+            media_type: media_type.to_owned(),
+            bytes,
+        };
+        self.by_digest.insert(digest.clone(), manifest);
+        if let Some(tag) = tag {
+            self.tags.insert(tag.to_owned(), digest.clone());
+        }
+        digest
+    }
+}
+
 #[derive(Debug)]
 struct IssuedToken {
     expires: Instant,
@@ -276,21 +293,9 @@ impl FaultyUpstream {
         media_type: &str,
         bytes: impl Into<Bytes>,
     ) -> String {
-        let bytes = bytes.into();
-        let digest = sha256_digest(&bytes);
         let mut inner = self.inner();
         let r = inner.repos.entry(repo.to_owned()).or_default();
-        r.by_digest.insert(
-            digest.clone(),
-            Manifest {
-                media_type: media_type.to_owned(),
-                bytes,
-            },
-        );
-        if let Some(tag) = tag {
-            r.tags.insert(tag.to_owned(), digest.clone());
-        }
-        digest
+        r.put(tag, media_type, bytes.into())
     }
 
     /// Builds and registers a minimal linux/amd64 OCI image over blobs already added as layers
@@ -347,18 +352,7 @@ impl FaultyUpstream {
         media_type: &str,
         bytes: impl Into<Bytes>,
     ) -> String {
-        let bytes = bytes.into();
-        let digest = sha256_digest(&bytes);
-        let mut inner = self.inner();
-        let manifest = Manifest {
-            media_type: media_type.to_owned(),
-            bytes,
-        };
-        inner.everywhere.by_digest.insert(digest.clone(), manifest);
-        if let Some(tag) = tag {
-            inner.everywhere.tags.insert(tag.to_owned(), digest.clone());
-        }
-        digest
+        self.inner().everywhere.put(tag, media_type, bytes.into())
     }
 
     /// Removes a tag served under every repository.

@@ -155,7 +155,7 @@ fn repo(s: &str) -> RepoName {
 }
 
 /// `data` as a stream of uneven pieces.
-fn pieces(data: &[u8], size: usize) -> ByteStream {
+fn pieces(data: &[u8], size: usize) -> PushStream {
     let chunks: Vec<std::io::Result<Bytes>> = data
         .chunks(size)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
