@@ -182,7 +182,12 @@ async fn start(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     let (acceptor, certs) = tls.unzip();
     let files = watched_files(path.as_deref(), &app, certs);
     tasks.spawn(files.run(FILE_CHECK, stop.clone()));
-    tasks.spawn(watch_signals(stop.clone(), app.clone(), path, charts.reloads));
+    tasks.spawn(watch_signals(
+        stop.clone(),
+        app.clone(),
+        path,
+        charts.reloads,
+    ));
     tasks.spawn(sampler::run(
         app.clone(),
         charts.series_file,
