@@ -155,7 +155,10 @@ impl Access {
             Identity::User(u) => format!("user {u}"),
         };
         let fx = match &req.target {
-            Some(t) if self.fair.active() => self.fair_use(req.ip, &identity, &subject, t).await?,
+            Some(t) if self.fair.active() => {
+                let agent = crate::usage::agent_hash(req.headers);
+                self.fair_use(req.ip, agent, &identity, &subject, t).await?
+            }
             _ => Effects::default(),
         };
         let tier = match fx.bandwidth {
@@ -184,6 +187,7 @@ impl Access {
     async fn fair_use(
         &self,
         ip: std::net::IpAddr,
+        agent: u64,
         identity: &Identity,
         subject: &str,
         t: &crate::request::Target<'_>,
@@ -195,6 +199,7 @@ impl Access {
             anonymous: identity.user().is_none(),
             repo: Some(&repo),
             blob: t.digest,
+            agent,
         };
         self.fair.admit(&ctx).await
     }
