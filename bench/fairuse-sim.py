@@ -402,7 +402,7 @@ def throughput(binary, tmp, up_port, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--day", type=int, default=120,
+    ap.add_argument("--day", type=int, default=600,
                     help="seconds a simulated day lasts (the rules' windows; keep it above the run's wall time)")
     ap.add_argument("--light", type=int, default=10000, help="light users (distinct IPs)")
     ap.add_argument("--office-machines", type=int, default=50, help="anonymous machines behind one NAT address")
