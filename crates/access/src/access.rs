@@ -156,7 +156,10 @@ impl Access {
             Identity::User(u) => format!("user {u}"),
         };
         let fx = match &req.target {
-            Some(t) if self.fair.active() => self.fair_use(req.ip, &identity, &subject, t).await?,
+            Some(t) if self.fair.active() => {
+                let agent = crate::usage::agent_hash(req.headers);
+                self.fair_use(req.ip, agent, &identity, &subject, t).await?
+            }
             _ => Effects::default(),
         };
         let tier = match fx.bandwidth {
@@ -185,6 +188,7 @@ impl Access {
     async fn fair_use(
         &self,
         ip: std::net::IpAddr,
+        agent: u64,
         identity: &Identity,
         subject: &str,
         t: &crate::request::Resource<'_>,
@@ -196,6 +200,7 @@ impl Access {
             anonymous: identity.user().is_none(),
             repo: Some(&repo),
             blob: t.digest,
+            agent,
         };
         self.fair.admit(&ctx).await
     }

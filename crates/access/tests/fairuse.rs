@@ -182,3 +182,116 @@ async fn the_admin_check_wants_a_token_or_an_admin_user() {
         .unwrap_err();
     assert_eq!(d.code.as_str(), "DENIED");
 }
+
+/// Headers with a `User-Agent`.
+fn agent(ua: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(http::header::USER_AGENT, ua.parse().unwrap());
+    h
+}
+
+/// Two user agents in different groups of `agents: 4`, and a third in the first one's group.
+fn agents_in_groups() -> (String, String, String) {
+    let group = |ua: &str| ferry_access::usage::agent_hash(&agent(ua)) % 4;
+    let uas: Vec<String> = (0..64)
+        .map(|i| format!("docker/27.{i} go/go1.22"))
+        .collect();
+    let a = uas[0].clone();
+    let b = uas.iter().find(|u| group(u) != group(&a)).unwrap().clone();
+    let same = uas[1..]
+        .iter()
+        .find(|u| group(u) == group(&a))
+        .unwrap()
+        .clone();
+    (a, b, same)
+}
+
+const AGENT_RULES: &str = r#"
+rules:
+  - {name: office, per: client, window: 1m, requests: 3, action: ban, duration: 1m, agents: 4}
+"#;
+
+/// `agents: 4`: an address is counted once per user-agent group, so the machines of an
+/// office behind one NAT address have their own counters while one user agent (or another
+/// in its group) is banned at the threshold, the ban is of the address, and lifting it resets
+/// every group.
+#[tokio::test]
+async fn agents_count_one_address_per_user_agent_group() {
+    assert_eq!(ferry_access::usage::agent_hash(&HeaderMap::new()), 0);
+    let (a_ua, b_ua, same_ua) = agents_in_groups();
+    let a = access(AGENT_RULES).await;
+    let office = "192.0.2.9";
+    for _ in 0..3 {
+        pull(&a, office, &agent(&a_ua)).await.unwrap();
+    }
+    // Another group behind the same address has its own counter ...
+    for _ in 0..3 {
+        pull(&a, office, &agent(&b_ua)).await.unwrap();
+    }
+    // ... one in the first group shares the first counter, which is now over.
+    let d = pull(&a, office, &agent(&same_ua)).await.unwrap_err();
+    assert_eq!(d.reason, "fairuse_ban", "{}", d.message);
+    assert!(
+        d.message.contains("client 192.0.2.9 (user-agent group"),
+        "{}",
+        d.message
+    );
+    // The ban is of the address: every user agent behind it is refused until it is lifted.
+    assert_eq!(a.bans()[0].subject, "ip 192.0.2.9");
+    pull(&a, office, &agent(&b_ua)).await.unwrap_err();
+    assert_eq!(a.lift(office).await.as_deref(), Some("ip 192.0.2.9"));
+    for _ in 0..3 {
+        pull(&a, office, &agent(&a_ua)).await.unwrap();
+        pull(&a, office, &agent(&b_ua)).await.unwrap();
+    }
+}
+
+/// Without `agents:` every user agent of an address shares one counter.
+#[tokio::test]
+async fn without_agents_one_address_is_one_client_whatever_its_user_agent() {
+    let (a_ua, b_ua, _) = agents_in_groups();
+    let a = access(&AGENT_RULES.replace(", agents: 4", "")).await;
+    for _ in 0..3 {
+        pull(&a, "192.0.2.9", &agent(&a_ua)).await.unwrap();
+    }
+    let d = pull(&a, "192.0.2.9", &agent(&b_ua)).await.unwrap_err();
+    assert_eq!(d.reason, "fairuse_ban", "{}", d.message);
+    assert!(!d.message.contains("user-agent group"), "{}", d.message);
+}
+
+/// Bytes served are counted by the accounting task in the group of the request's user agent.
+#[tokio::test]
+async fn agents_count_bytes_served_per_user_agent_group() {
+    let (a_ua, b_ua, _) = agents_in_groups();
+    let rules = r#"
+rules:
+  - {name: bytes, per: client, window: 1m, bytes: 1000, action: deny, agents: 4}
+"#;
+    let a = access(rules).await;
+    let office = "192.0.2.9";
+    pull(&a, office, &agent(&a_ua)).await.unwrap();
+    a.usage_sink().send(UsageRecord {
+        ip: Some(ip(office)),
+        upstream: "docker.io".into(),
+        repository: "docker.io/library/nginx".into(),
+        bytes: 5000,
+        agent: ferry_access::usage::agent_hash(&agent(&a_ua)),
+        ..Default::default()
+    });
+    let mut denied = None;
+    for _ in 0..100 {
+        if let Err(d) = pull(&a, office, &agent(&a_ua)).await {
+            denied = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = denied.expect("the 5000 bytes of group a are counted");
+    assert_eq!(d.reason, "fairuse_deny", "{}", d.message);
+    assert!(
+        d.message.contains("rule bytes") && d.message.contains("(user-agent group"),
+        "{}",
+        d.message
+    );
+    pull(&a, office, &agent(&b_ua)).await.unwrap();
+}

@@ -144,10 +144,23 @@ pub struct RuleConfig {
     /// Client networks never counted by this rule (offices, CI runners).
     #[serde(default)]
     pub exempt: Vec<Cidr>,
+    /// Counts an anonymous address as up to this many clients, one per group of
+    /// `User-Agent` strings (a stable hash of the header, modulo `agents`): an office of
+    /// many machines behind one NAT address gets up to `agents` times the allowance, one
+    /// client with one user agent does not. 1 (the default) counts the address as one.
+    #[serde(default = "one_agent")]
+    pub agents: u16,
     /// Advice appended to the client's message ("run a local cache: ...").
     #[serde(default)]
     pub message: Option<String>,
 }
+
+fn one_agent() -> u16 {
+    1
+}
+
+/// The most `agents` a rule may set.
+pub const MAX_AGENTS: u16 = 64;
 
 /// Egress budgets: bytes served per period, for the whole mirror and per upstream.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -306,6 +319,15 @@ fn check_rule(r: &RuleConfig, err: &mut impl FnMut(&[&str], String)) {
     if r.action == RuleAction::Slow && r.bandwidth.and_then(|b| b.limit()).is_none() {
         err(&path, "action slow needs a bandwidth (e.g. 1MiB/s)".into());
     }
+    if !(1..=MAX_AGENTS).contains(&r.agents) {
+        err(&path, format!("agents: between 1 and {MAX_AGENTS}"));
+    }
+    if r.agents > 1 && r.per == RuleScope::Repository {
+        err(
+            &path,
+            "agents counts the user agents of one client: not for per: repository".into(),
+        );
+    }
     for p in &r.repositories {
         if let Err(m) = check_pattern(p) {
             err(&path, m);
@@ -338,6 +360,8 @@ access:
   rules:
     - {name: a, per: client, window: 1m, action: ban}
     - {name: a, per: client_errors, window: 1m, bytes: 1MiB, action: slow, duration: 1h}
+    - {name: b, per: client, window: 1m, requests: 5, action: warn, agents: 0}
+    - {name: c, per: repository, window: 1m, requests: 5, action: warn, agents: 4}
 "#;
         let err = Config::from_yaml(text, no_env()).unwrap_err().to_string();
         for needle in [
@@ -347,6 +371,8 @@ access:
             "two rules are named",
             "client_errors counts error answers",
             "needs a bandwidth",
+            "agents: between 1 and 64",
+            "not for per: repository",
         ] {
             assert!(err.contains(needle), "{needle:?} not in {err}");
         }

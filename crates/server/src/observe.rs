@@ -48,6 +48,8 @@ pub struct RequestLog {
     pub redirected: u64,
     /// Fair-use notes: sent as `Warning` headers and logged.
     pub warnings: Vec<String>,
+    /// [`ferry_access::usage::agent_hash`] of the `User-Agent` (for rules with `agents:`).
+    pub agent: u64,
 }
 
 impl RequestLog {
@@ -74,6 +76,7 @@ impl RequestLog {
             usage: None,
             redirected: 0,
             warnings: Vec::new(),
+            agent: 0,
         }
     }
 
@@ -174,6 +177,7 @@ impl RequestLog {
             blob,
             bytes: bytes + self.redirected,
             error: status >= 400 && status != 401,
+            agent: self.agent,
         });
     }
 }

@@ -162,6 +162,7 @@ async fn admit(
     log: &mut RequestLog,
 ) -> Result<Grant, ApiError> {
     let realm = app.token_realm(req);
+    log.agent = ferry_access::usage::agent_hash(&req.headers);
     let info = RequestInfo {
         ip: log.client,
         headers: &req.headers,

@@ -326,6 +326,57 @@ fn an_office_behind_one_nat_address_is_counted_per_user_and_exempt_networks_not_
     }
 }
 
+/// An office of anonymous machines behind one NAT address with `agents: 8`: each group of
+/// user agents (the header's stable hash modulo 8) has its own counter, so four machines
+/// with different clients make four times the requests one client may; a client whose
+/// user agent falls in a group already over the threshold is refused, told which group, and
+/// a single client elsewhere is refused at the threshold as always.
+#[test]
+fn an_anonymous_office_is_counted_per_user_agent_group_with_agents() {
+    let upstream = registry_with_hello();
+    let rules = json!([{"name": "office", "per": "client", "window": "1m", "requests": 4,
+        "action": "deny", "who": "anonymous", "agents": 8}]);
+    let ferry = ferry_with(&upstream, json!({"rules": rules})).start();
+    let nat = "192.0.2.9";
+    // Groups 4, 0, 5 and 1 of 8 (FNV-1a of the header): pinned, the hash is part of the
+    // contract (replicas and versions must agree).
+    let machines = [
+        "docker/27.3.1 go/go1.22.7 git-commit/4c9b3b0 kernel/6.8.0 os/linux arch/amd64",
+        "docker/24.0.7 go/go1.20.10 git-commit/311b9ff kernel/5.15.0 os/linux arch/amd64",
+        "containerd/1.7.24",
+        "containers/5.23.1 (github.com/containers/image)",
+    ];
+    for ua in machines {
+        for i in 0..4 {
+            let r = get_from(&ferry, nat, HELLO, &[("User-Agent", ua)]);
+            assert_eq!(r.status, 200, "{ua} request {i}: {}", r.text());
+        }
+    }
+    // containerd 1.6.20 hashes into group 4, the first docker's, which is over.
+    let r = get_from(&ferry, nat, HELLO, &[("User-Agent", "containerd/1.6.20")]);
+    let (status, code, message) = oci_error(&r);
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "TOOMANYREQUESTS"),
+        "{message}"
+    );
+    assert!(
+        message.contains("client 192.0.2.9 (user-agent group 4 of 8)"),
+        "{message}"
+    );
+    let ci = "198.51.100.20";
+    for _ in 0..4 {
+        assert_eq!(
+            get_from(&ferry, ci, HELLO, &[("User-Agent", machines[0])]).status,
+            200
+        );
+    }
+    assert_eq!(
+        get_from(&ferry, ci, HELLO, &[("User-Agent", machines[0])]).status,
+        429
+    );
+}
+
 /// skopeo (containers/image) prints the ban's reason and its end to the user.
 #[test]
 fn skopeo_shows_the_ban_reason_and_when_it_ends() {

@@ -178,6 +178,7 @@ impl FairUse {
                     anonymous: r.user.is_none(),
                     repo: Some(r.repository.as_str()).filter(|s| !s.is_empty()),
                     blob: r.blob.as_deref(),
+                    agent: r.agent,
                 };
                 for rule in c.rules.iter().filter(|rule| rule.applies(&ctx)) {
                     ops.extend(rule.served_ops(&ctx, r.bytes, r.error));

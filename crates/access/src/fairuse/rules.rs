@@ -32,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) repo: Option<&'a str>,
     /// The blob digest, for blobs.
     pub(crate) blob: Option<&'a str>,
+    /// [`crate::usage::agent_hash`] of the request's `User-Agent`.
+    pub(crate) agent: u64,
 }
 
 /// One compiled rule.
@@ -48,6 +50,8 @@ pub(crate) struct Rule {
     who: RuleWho,
     repos: Option<GlobSet>,
     exempt: Vec<IpNet>,
+    /// `agents:`: an anonymous address counts as this many clients, one per user-agent group.
+    agents: u16,
     pub(crate) message: Option<String>,
 }
 
@@ -79,6 +83,7 @@ impl Rule {
             who: c.who,
             repos,
             exempt: c.exempt.iter().map(|c| c.0).collect(),
+            agents: c.agents.max(1),
             message: c.message.clone(),
         })
     }
@@ -103,13 +108,26 @@ impl Rule {
         who && repo_ok && scoped && !self.exempt.iter().any(|n| n.contains(&ctx.ip))
     }
 
+    /// The user-agent group of an anonymous client, when the rule sets `agents:`.
+    fn agent_group(&self, ctx: &Ctx<'_>) -> Option<u64> {
+        (self.agents > 1 && ctx.anonymous).then(|| ctx.agent % u64::from(self.agents))
+    }
+
+    /// The client as this rule counts it: its subject, with the user-agent group.
+    fn client_key(&self, ctx: &Ctx<'_>) -> String {
+        match self.agent_group(ctx) {
+            Some(g) => format!("{} agent {g}", ctx.subject),
+            None => ctx.subject.to_owned(),
+        }
+    }
+
     /// Who this rule counts for `ctx` (part of the counter key).
     fn who_key(&self, ctx: &Ctx<'_>) -> String {
         match self.scope {
-            RuleScope::Client | RuleScope::ClientErrors => ctx.subject.to_owned(),
-            RuleScope::ClientBlob => format!("{} {}", ctx.subject, ctx.blob.unwrap_or("")),
+            RuleScope::Client | RuleScope::ClientErrors => self.client_key(ctx),
+            RuleScope::ClientBlob => format!("{} {}", self.client_key(ctx), ctx.blob.unwrap_or("")),
             RuleScope::ClientRepository => {
-                format!("{} {}", ctx.subject, ctx.repo.unwrap_or(""))
+                format!("{} {}", self.client_key(ctx), ctx.repo.unwrap_or(""))
             }
             RuleScope::Repository => ctx.repo.unwrap_or("").to_owned(),
         }
@@ -164,7 +182,8 @@ impl Rule {
     }
 
     /// The ops that reset this rule's per-client counters of `subject` (a lifted ban starts
-    /// afresh); counters per blob or repository run out on their own.
+    /// afresh; every user-agent group of an address with `agents:`); counters per blob or
+    /// repository run out on their own.
     pub(crate) fn forgive_ops(&self, subject: &str) -> Vec<Op> {
         if !matches!(self.scope, RuleScope::Client | RuleScope::ClientErrors) {
             return Vec::new();
@@ -174,12 +193,17 @@ impl Rule {
         } else {
             "req"
         };
-        [(&self.requests, kind), (&self.bytes, "bytes")]
-            .into_iter()
-            .filter_map(|(l, kind)| {
+        let mut whos = vec![subject.to_owned()];
+        if self.agents > 1 && subject.starts_with("ip ") {
+            whos.extend((0..self.agents).map(|g| format!("{subject} agent {g}")));
+        }
+        let limits = [(&self.requests, kind), (&self.bytes, "bytes")];
+        whos.iter()
+            .flat_map(|who| limits.iter().map(move |(l, kind)| (who, l, kind)))
+            .filter_map(|(who, l, kind)| {
                 let l = l.as_ref()?;
                 Some(Op {
-                    key: l.key(&format!("fr:{}:{kind}", self.name), subject),
+                    key: l.key(&format!("fr:{}:{kind}", self.name), who),
                     params: l.params(),
                     cost: 1e18,
                     mode: Mode::Refund,
@@ -223,6 +247,10 @@ impl Rule {
             Some(("ip", a)) => format!("client {a}"),
             Some(("user", u)) => format!("user {u}"),
             _ => ctx.subject.to_owned(),
+        };
+        let who = match self.agent_group(ctx) {
+            Some(g) => format!("{who} (user-agent group {g} of {})", self.agents),
+            None => who,
         };
         match self.scope {
             RuleScope::Client | RuleScope::ClientErrors => who,

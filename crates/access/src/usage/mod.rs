@@ -41,6 +41,24 @@ pub struct UsageRecord {
     pub bytes: u64,
     /// Whether the answer was an error (4xx other than 401, 5xx).
     pub error: bool,
+    /// [`agent_hash`] of the request's `User-Agent` (rules with `agents:` count by it).
+    pub agent: u64,
+}
+
+/// A stable hash (FNV-1a, the same on every replica and version) of a request's
+/// `User-Agent` header, at most its first 512 bytes; 0 without one. Rules with `agents: N`
+/// count an anonymous address once per `agent_hash % N`.
+pub fn agent_hash(headers: &http::HeaderMap) -> u64 {
+    let Some(ua) = headers.get(http::header::USER_AGENT) else {
+        return 0;
+    };
+    let bytes = ua.as_bytes();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in &bytes[..bytes.len().min(512)] {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// What usage is grouped by.
