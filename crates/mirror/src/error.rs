@@ -14,9 +14,15 @@ pub enum MirrorError {
     /// The upstream failed or said no, and nothing cached could answer.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// The cache storage failed.
+    /// The cache storage failed. Only storage failures (of the store, the spool, the local
+    /// disk) are here, as their message: `MirrorError` is `Clone` (one answer is shared by
+    /// every request a single flight serves) and `std::io::Error` is not; nothing inspects the
+    /// text, callers match the variant.
     #[error("cache storage failed: {0}")]
     Storage(String),
+    /// The caller asked for something that cannot be (a bad repository pattern).
+    #[error("{0}")]
+    Invalid(String),
     /// A `Range` that cannot be served for a blob of this size.
     #[error("range cannot be satisfied for a blob of {size} bytes: {message}")]
     Range {

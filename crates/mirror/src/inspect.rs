@@ -216,7 +216,7 @@ pub async fn evict_repositories(
     let glob = globset::GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
-        .map_err(|e| MirrorError::Storage(format!("bad repository pattern {pattern:?}: {e}")))?
+        .map_err(|e| MirrorError::Invalid(format!("bad repository pattern {pattern:?}: {e}")))?
         .compile_matcher();
     let (hit, kept): (Vec<&RepoUsage>, Vec<&RepoUsage>) =
         inv.repos.iter().partition(|r| glob.is_match(&r.name));

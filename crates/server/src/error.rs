@@ -228,7 +228,9 @@ impl From<UpstreamError> for ApiError {
                     .with_header(header::RETRY_AFTER, secs.to_string())
             }
             UpstreamError::Unreachable { .. } => ApiError::new(ErrorCode::Unavailable, msg),
-            UpstreamError::Status { .. } | UpstreamError::Invalid { .. } => {
+            UpstreamError::Status { .. }
+            | UpstreamError::Invalid { .. }
+            | UpstreamError::DigestMismatch { .. } => {
                 ApiError::new(ErrorCode::Unavailable, msg).with_status(StatusCode::BAD_GATEWAY)
             }
         }
@@ -241,6 +243,7 @@ impl From<MirrorError> for ApiError {
             MirrorError::Route(r) => r.into(),
             MirrorError::Upstream(u) => u.into(),
             MirrorError::Storage(m) => ApiError::storage(m),
+            MirrorError::Invalid(m) => ApiError::bad_request(m),
             MirrorError::Range { size, message } => ApiError::new(ErrorCode::RangeInvalid, message)
                 .with_header(header::CONTENT_RANGE, format!("bytes */{size}")),
             MirrorError::Fill {

@@ -117,13 +117,8 @@ impl From<UpstreamError> for SyncError {
             UpstreamError::Status { status, .. } if status >= 500 || status == 408 => {
                 SyncError::Transient(message)
             }
-            UpstreamError::Status { status: 400, .. } if message.contains("digest") => {
-                SyncError::DigestMismatch(message)
-            }
+            UpstreamError::DigestMismatch { .. } => SyncError::DigestMismatch(message),
             UpstreamError::Status { .. } => SyncError::Invalid(message),
-            UpstreamError::Invalid { .. } if message.contains("has digest") => {
-                SyncError::DigestMismatch(message)
-            }
             UpstreamError::Invalid { .. } => SyncError::Invalid(message),
         }
     }
@@ -138,6 +133,7 @@ impl From<MirrorError> for SyncError {
             }
             MirrorError::Route(r) => SyncError::Usage(r.to_string()),
             MirrorError::Storage(m) => SyncError::Storage(m),
+            MirrorError::Invalid(m) => SyncError::Usage(m),
             MirrorError::Range { .. } => SyncError::Invalid(e.to_string()),
             MirrorError::Fill {
                 error: FillError::DigestMismatch { .. },
@@ -178,6 +174,13 @@ mod tests {
         }
         .into();
         assert!(s5.is_retryable());
+        let dm: SyncError = UpstreamError::DigestMismatch {
+            upstream: "u".into(),
+            message: "manifest sha256:a has digest sha256:b".into(),
+        }
+        .into();
+        assert_eq!(dm.reason(), "digest mismatch");
+        assert!(!dm.is_retryable());
         let fill: SyncError = MirrorError::Fill {
             digest: "sha256:x".into(),
             error: FillError::DigestMismatch {

@@ -418,6 +418,10 @@ impl Client {
                 message,
             },
             StatusCode::TOO_MANY_REQUESTS => self.rate_limited(wait),
+            _ if code == Some(ErrorCode::DigestInvalid) => UpstreamError::DigestMismatch {
+                upstream: name,
+                message,
+            },
             s => UpstreamError::Status {
                 upstream: name,
                 status: s.as_u16(),

@@ -58,7 +58,16 @@ pub enum UpstreamError {
         /// Detail.
         message: String,
     },
-    /// A response that breaks the protocol (oversized or mismatching manifest, ...).
+    /// Content and digest disagree: a manifest whose bytes do not hash to the digest asked
+    /// for, or a push destination that refused content as `DIGEST_INVALID`.
+    #[error("upstream {upstream}: digest mismatch: {message}")]
+    DigestMismatch {
+        /// Upstream name.
+        upstream: String,
+        /// Detail.
+        message: String,
+    },
+    /// A response that breaks the protocol (oversized manifest, missing headers, ...).
     #[error("upstream {upstream} sent an invalid response: {message}")]
     Invalid {
         /// Upstream name.
@@ -76,7 +85,9 @@ impl UpstreamError {
             UpstreamError::RateLimited { .. } | UpstreamError::Unreachable { .. } => true,
             UpstreamError::Status { status, .. } => *status >= 500,
             UpstreamError::Unauthorized { .. } | UpstreamError::Denied { .. } => true,
-            UpstreamError::NotFound { .. } | UpstreamError::Invalid { .. } => false,
+            UpstreamError::NotFound { .. }
+            | UpstreamError::Invalid { .. }
+            | UpstreamError::DigestMismatch { .. } => false,
         }
     }
 
@@ -90,6 +101,7 @@ impl UpstreamError {
             UpstreamError::Status { .. } => "status",
             UpstreamError::Unreachable { .. } => "unreachable",
             UpstreamError::Invalid { .. } => "invalid",
+            UpstreamError::DigestMismatch { .. } => "digest_mismatch",
         }
     }
 }

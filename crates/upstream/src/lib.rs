@@ -159,9 +159,10 @@ impl Upstream {
             && *want != digest
             && want.algorithm() == digest.algorithm()
         {
-            return Err(self
-                .client
-                .invalid(&format!("manifest {want} has digest {digest}")));
+            return Err(UpstreamError::DigestMismatch {
+                upstream: self.client.name.clone(),
+                message: format!("manifest {want} has digest {digest}"),
+            });
         }
         let media_type = manifest_media_type(content_type.as_deref(), &bytes);
         Ok(Manifest {

@@ -229,10 +229,27 @@ async fn digest_references_are_verified() {
     assert!(
         matches!(
             err,
-            UpstreamError::NotFound { .. } | UpstreamError::Invalid { .. }
+            UpstreamError::NotFound { .. } | UpstreamError::DigestMismatch { .. }
         ),
         "{err:?}"
     );
+}
+
+/// Bytes that do not hash to the digest asked for are a typed `DigestMismatch`, not a
+/// message to search (issue 13).
+#[tokio::test]
+async fn a_manifest_with_wrong_bytes_is_a_digest_mismatch() {
+    let (fake, url) = start(UpstreamAuth::None);
+    let up = upstream(&url, UpstreamConfig::default());
+    let right = Reference::Digest(Digest::sha256_of(MANIFEST));
+    fake.add_rule(Rule::manifests(Fault::WrongBytes));
+    let err = up.manifest(&repo("org/app"), &right).await.unwrap_err();
+    assert!(
+        matches!(err, UpstreamError::DigestMismatch { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.reason(), "digest_mismatch");
+    assert!(!err.is_transient());
 }
 
 #[tokio::test]

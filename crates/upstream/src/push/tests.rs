@@ -206,10 +206,8 @@ async fn wrong_content_is_refused_by_the_registry() {
         .upload_blob(&r, session, &claimed, 5, pieces(b"hello", 2), 1024)
         .await
         .unwrap_err();
-    assert!(
-        matches!(e, UpstreamError::Status { status: 400, .. }),
-        "{e}"
-    );
+    // The registry's 400 DIGEST_INVALID is a typed mismatch (issue 13: no text matching).
+    assert!(matches!(e, UpstreamError::DigestMismatch { .. }), "{e}");
     assert!(e.to_string().contains("digest"), "{e}");
     // A source that ends early is an error, not a short blob.
     let session = up.start_upload(&r).await.unwrap();
