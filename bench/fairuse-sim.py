@@ -416,6 +416,8 @@ def main():
     ap.add_argument("--wrk-secs", type=int, default=5)
     ap.add_argument("--wrk-reps", type=int, default=5)
     ap.add_argument("--no-redirect", action="store_true", help="skip the redirect: true runs")
+    ap.add_argument("--only-throughput", action="store_true",
+                    help="run only the manifest-hit throughput comparison (wrk)")
     args = ap.parse_args()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     binary = os.environ.get("FERRY_BIN")
@@ -435,8 +437,8 @@ def main():
             procs.append(up)
             wait_port(up_port, up, "docker-registry")
             images = push_images(Client(up_port), args.images, rng, args.scraper_tags)
-            stores = [None]
-            if not args.no_redirect:
+            stores = [] if args.only_throughput else [None]
+            if not args.no_redirect and not args.only_throughput:
                 try:
                     stores.append(S3.start_seaweed(tmp).url)
                 except SystemExit as e:
