@@ -486,6 +486,27 @@ fn a_dead_replicas_download_is_taken_over_within_seconds() {
     assert_eq!(up.blob_gets(&d), 2, "b downloaded it itself");
 }
 
+/// Pulls `image` (`library/hung:1`) through `ferry` until its largest blob is answered with a
+/// redirect to the store, then freezes the store (SIGSTOP) and waits past the 2 s after which
+/// ferry checks a quiet store before it redirects: returns that blob's path.
+fn cache_then_freeze(s3: &S3, ferry: &Ferry, image: &Image) -> String {
+    pull_all(
+        &format!("docker://{}/docker.io/library/hung:1", ferry.host()),
+        image,
+    );
+    let path = blob_path("library/hung", &image.largest_blob().digest);
+    wait_until(
+        Duration::from_secs(10),
+        "a redirect for the cached blob",
+        || raw_get(&ferry.host(), &path).unwrap().status == 307,
+    );
+    s3.pause();
+    // Signing a redirect needs no store request: after 2 s without one, ferry checks the store
+    // (bounded by fail_within) before it sends a client there.
+    std::thread::sleep(Duration::from_millis(2500));
+    path
+}
+
 /// With `storage.unavailable: fail`, a hung store (SIGSTOP) fails a cached blob's request
 /// within `storage.s3.fail_within`, the next requests fail at once, `/readyz` says not ready
 /// and no redirect to the dead store is handed out; once the store answers again, everything
@@ -504,22 +525,7 @@ fn a_hung_store_fails_fast_and_is_not_redirected_to() {
     )
     .set("storage.unavailable", "fail")
     .start();
-    pull_all(
-        &format!("docker://{}/docker.io/library/hung:1", ferry.host()),
-        &image,
-    );
-    let blob = image.largest_blob();
-    let path = blob_path("library/hung", &blob.digest);
-    wait_until(
-        Duration::from_secs(10),
-        "a redirect for the cached blob",
-        || raw_get(&ferry.host(), &path).unwrap().status == 307,
-    );
-
-    s3.pause();
-    // Signing a redirect needs no store request: after 2 s without one, ferry checks the store
-    // (bounded by fail_within) before it sends a client there.
-    std::thread::sleep(Duration::from_millis(2500));
+    let path = cache_then_freeze(&s3, &ferry, &image);
     let started = Instant::now();
     let first = raw_get(&ferry.host(), &path).unwrap();
     let took = started.elapsed();
@@ -575,17 +581,8 @@ fn with_the_store_hung_ferry_serves_blobs_itself_from_the_upstream() {
     )
     .start();
     let cached = format!("docker://{}/docker.io/library/hung:1", ferry.host());
-    pull_all(&cached, &image);
+    let path = cache_then_freeze(&s3, &ferry, &image);
     let blob = image.largest_blob();
-    let path = blob_path("library/hung", &blob.digest);
-    wait_until(
-        Duration::from_secs(10),
-        "a redirect for the cached blob",
-        || raw_get(&ferry.host(), &path).unwrap().status == 307,
-    );
-
-    s3.pause();
-    std::thread::sleep(Duration::from_millis(2500));
     let started = Instant::now();
     let first = raw_get(&ferry.host(), &path).unwrap();
     let took = started.elapsed();
