@@ -54,14 +54,20 @@ impl FairUse {
         if applicable.is_empty() {
             return Ok(fx);
         }
-        let per_rule: Vec<_> = applicable.iter().map(|r| r.admit_ops(ctx)).collect();
-        let ops: Vec<_> = per_rule.iter().flatten().cloned().collect();
+        // One list of ops for the store (no copy of their keys), and how many each rule has.
+        let mut ops = Vec::with_capacity(2 * applicable.len());
+        let mut counts = Vec::with_capacity(applicable.len());
+        for r in &applicable {
+            let rops = r.admit_ops(ctx);
+            counts.push(rops.len());
+            ops.extend(rops);
+        }
         let verdicts = c.store.run(&ops).await;
         let mut at = 0;
         let mut refusal = None;
-        for (rule, rops) in applicable.iter().zip(&per_rule) {
-            let fired = rule.fired(&verdicts[at..at + rops.len()]);
-            at += rops.len();
+        for (rule, &n) in applicable.iter().zip(&counts) {
+            let fired = rule.fired(&verdicts[at..at + n]);
+            at += n;
             // A slow-down in force is not set again (nor counted again) on every request.
             let in_force = current.as_ref().is_some_and(|s| s.rule == rule.name);
             if let Some(wait) = fired.filter(|_| !in_force) {
