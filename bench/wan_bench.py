@@ -57,14 +57,19 @@ def wait_http(port, path="/v2/", timeout=30):
     raise SystemExit(f"nothing answers on port {port}")
 
 
-def start_registry(work):
+def start_registry(work, name="registry", proxy_of=None):
+    """Debian's docker-registry with its own empty storage under work/name; with `proxy_of`
+    (a port), in proxy mode (distribution's pull-through cache) in front of that registry."""
     port = free_port()
-    cfg = os.path.join(work, "registry.yml")
+    d = os.path.join(work, name)
+    os.makedirs(d)
+    cfg = os.path.join(d, "registry.yml")
+    proxy = f"proxy:\n  remoteurl: http://127.0.0.1:{proxy_of}\n" if proxy_of else ""
     with open(cfg, "w") as f:
         f.write(
             "version: 0.1\nlog: {level: error}\nstorage:\n  filesystem:\n"
-            f"    rootdirectory: {work}/registry\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n"
+            f"    rootdirectory: {d}/data\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n" + proxy
         )
     p = subprocess.Popen(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
@@ -112,21 +117,7 @@ def push_image(port, layer, layer_size):
 
 def start_distribution(work, name, upstream_port):
     """docker-registry in proxy mode (pull-through cache) with its own empty cache."""
-    port = free_port()
-    d = os.path.join(work, name)
-    os.makedirs(d)
-    cfg = os.path.join(d, "registry.yml")
-    with open(cfg, "w") as f:
-        f.write(
-            "version: 0.1\nlog: {level: error}\nstorage:\n  filesystem:\n"
-            f"    rootdirectory: {d}/data\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n"
-            f"proxy:\n  remoteurl: http://127.0.0.1:{upstream_port}\n"
-        )
-    p = subprocess.Popen(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    wait_http(port)
-    return p, port
+    return start_registry(work, name, proxy_of=upstream_port)
 
 
 def timed_pull(port, repo):
