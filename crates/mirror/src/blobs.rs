@@ -345,12 +345,8 @@ impl Mirror {
             Some(size) => size,
             None => t.upstream.blob_head(&t.repo, d).await?,
         };
-        size.map(|s| (s, Outcome::Miss)).ok_or_else(|| {
-            MirrorError::Upstream(crate::UpstreamError::Invalid {
-                upstream: t.name.clone(),
-                message: format!("no Content-Length in the HEAD answer for {d}"),
-            })
-        })
+        size.map(|s| (s, Outcome::Miss))
+            .ok_or_else(|| no_length(t, d))
     }
 
     /// The size of a stored blob, from the index or the store.
@@ -375,6 +371,14 @@ impl Mirror {
             stop: self.inner.stop.clone(),
         }
     }
+}
+
+/// An upstream answer for blob `d` that did not say its length.
+pub(crate) fn no_length(t: &Target, d: &Digest) -> MirrorError {
+    MirrorError::Upstream(crate::UpstreamError::Invalid {
+        upstream: t.name.clone(),
+        message: format!("no Content-Length in the answer for {d}"),
+    })
 }
 
 fn with_digest(e: MirrorError, d: &Digest) -> MirrorError {

@@ -12,7 +12,7 @@ use ferry_oci::{Digest, DigestVerifier, Reference};
 use ferry_storage::{ByteStream, FillError};
 use futures_util::StreamExt;
 
-use crate::blobs::{BlobAnswer, BlobBody, extent, limit, parse_range};
+use crate::blobs::{BlobAnswer, BlobBody, extent, limit, no_length, parse_range};
 use crate::error::{MirrorError, Result};
 use crate::manifests::{CachedManifest, ManifestAnswer};
 use crate::{Mirror, Outcome, Target};
@@ -102,13 +102,6 @@ impl Mirror {
         });
         Ok(ManifestAnswer::new((m, Outcome::Bypass)))
     }
-}
-
-fn no_length(t: &Target, d: &Digest) -> MirrorError {
-    MirrorError::Upstream(crate::UpstreamError::Invalid {
-        upstream: t.name.clone(),
-        message: format!("no Content-Length in the answer for {d}"),
-    })
 }
 
 /// `stream` without its first `n` bytes (an upstream that ignored `Range`).
