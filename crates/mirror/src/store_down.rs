@@ -24,7 +24,7 @@ impl Mirror {
     /// into a mirror outage. A broken local disk still makes `/readyz` say not ready (other
     /// replicas have their own).
     pub fn serves_past_failing_store(&self) -> bool {
-        self.settings().upstream_when_store_fails && self.inner.store.kind() != "fs"
+        self.settings().upstream_when_store_fails && self.inner.store.is_shared()
     }
 
     /// Whether a request that failed with `e` goes to the upstream past the store instead.

@@ -117,6 +117,10 @@ impl BlobStore for BreakerStore {
         self.inner.kind()
     }
 
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+
     fn file_maps(&self) -> Option<FileMaps> {
         self.inner.file_maps()
     }

@@ -100,6 +100,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Short backend name for logs and metrics (`fs`, `s3`).
     fn kind(&self) -> &'static str;
 
+    /// Whether every replica shares this store (an object store, or a tiered store in front of
+    /// one), so that its failure is every replica's at once.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// Where this store registers memory-mapped files for `sendfile`, if it serves blobs that
     /// way (see [`mapped`]). Downloads in progress use the same registry for their spool files.
     fn file_maps(&self) -> Option<FileMaps> {

@@ -235,6 +235,10 @@ impl BlobStore for ObjectStore {
         self.kind
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
         let size = self.exists(&keys::blob(digest)).await?;
         Ok(size.map(|size| BlobInfo { size }))

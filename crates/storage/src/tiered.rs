@@ -185,6 +185,10 @@ impl BlobStore for TieredStore {
         "tiered"
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn file_maps(&self) -> Option<FileMaps> {
         self.inner.local.file_maps()
     }
