@@ -10,6 +10,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: it reuses freed memory in place, where glibc's
+/// malloc returns large network buffers to the kernel and faults fresh zeroed pages in for the
+/// next ones (measured on the cold path), and its small allocations are cheaper on the request
+/// path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

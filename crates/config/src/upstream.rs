@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::Rate;
 use crate::units::{ByteSize, Dur, Secret};
 
 /// One upstream registry.
@@ -74,6 +75,10 @@ pub struct SegmentsConfig {
     /// long as the segments of this download that finished: a stalled or slow stream no
     /// longer holds the blob back.
     pub hedge: bool,
+    /// A blob whose first answer streams faster than this in its first 100 ms (a near,
+    /// fast upstream) is fetched as one stream: there parallel ranges gain nothing and cost
+    /// the upstream and ferry more. `unlimited`: always in segments.
+    pub one_stream_above: Rate,
 }
 
 impl Default for SegmentsConfig {
@@ -83,6 +88,7 @@ impl Default for SegmentsConfig {
             parallel: 4,
             threshold: ByteSize(16 << 20),
             hedge: true,
+            one_stream_above: Rate::per(64 << 20, std::time::Duration::from_secs(1)),
         }
     }
 }

@@ -220,6 +220,7 @@ impl Mirror {
             offset + len == size,
         )
         .with_maps(self.inner.store.file_maps())
+        .with_tail(fill.tail())
         .into_stream();
         Ok(BlobAnswer {
             size,

@@ -6,9 +6,10 @@
 //! upstream it did not ask for (one that hangs or drips), it starts its own. When two
 //! downloads of one digest both verify, the store keeps one copy (content-addressed, so the
 //! second commit is of identical bytes). The download writes a spool file and publishes how many
-//! bytes are in it; each client reads the spool file from its own offset as it grows
-//! ([`ferry_storage::ChunkReader::growing`]), so the first bytes reach every client before the
-//! download ends and memory stays flat. The task hashes as it writes; only when the length and
+//! bytes it has received; it keeps the newest of them in memory ([`Tail`]), so a client that
+//! keeps up is fed from the network's buffers, and one that lags reads the spool file from its
+//! own offset ([`ferry_storage::ChunkReader::growing`]): the first bytes reach every client
+//! before the download ends and memory stays bounded. The task hashes as it writes; only when the length and
 //! the digest match is the file fsync'ed and handed to the store, which publishes it atomically.
 //! A cut connection is resumed with a `Range` request (up to [`MAX_RESUMES`] times); a digest
 //! mismatch, a timeout or an upstream error fails every reader and leaves nothing behind.
@@ -24,7 +25,7 @@ use std::time::Duration;
 use ferry_metrics::{Metrics, ReasonLabels};
 use ferry_oci::{Digest, DigestVerifier, RepoName};
 use ferry_storage::spool::temp_path;
-use ferry_storage::{BlobStore, FillClaim, FillError, Progress};
+use ferry_storage::{BlobStore, FillClaim, FillError, Progress, Tail};
 use ferry_upstream::{BlobDownload, Upstream};
 use tokio::sync::watch;
 
@@ -36,6 +37,9 @@ use crate::spool_writer::{SpoolWriter, next_batch};
 /// How long readers of a verified download wait for it to be stored before they get its last
 /// byte anyway.
 const RELEASE_AFTER: Duration = Duration::from_millis(50);
+
+/// Bytes behind the newest one a download keeps in memory for readers that lag a little.
+const TAIL_KEEP: u64 = 4 << 20;
 
 /// Times a cut download is resumed before giving up.
 pub const MAX_RESUMES: usize = 3;
@@ -54,6 +58,8 @@ pub struct Fill {
     started: watch::Receiver<Option<std::result::Result<Started, MirrorError>>>,
     progress: watch::Sender<Progress>,
     settled: watch::Sender<bool>,
+    /// The newest bytes received, for the readers that keep up.
+    tail: Arc<Tail>,
     /// Upstream and repository the download comes from.
     source: (String, RepoName),
 }
@@ -76,6 +82,11 @@ impl Fill {
                 return Err(MirrorError::fill(FillError::Abandoned));
             }
         }
+    }
+
+    /// The newest bytes of the download, in memory.
+    pub fn tail(&self) -> Arc<Tail> {
+        self.tail.clone()
     }
 
     /// A receiver of the download's progress.
@@ -167,6 +178,7 @@ impl Fills {
             started: started_rx,
             progress: progress_tx,
             settled: watch::channel(false).0,
+            tail: Arc::default(),
             source: (upstream.name().to_owned(), repo.clone()),
         });
         map.insert(key.clone(), fill.clone());
@@ -315,10 +327,21 @@ impl Job {
             size: dl.size,
             file: reader.clone(),
         })));
+        let mut dl = dl;
         if let (true, Some(size)) = (dl.partial, dl.size) {
-            let file = Arc::new(file);
-            let hasher = self.segmented(dl, size, file.clone(), reader).await?;
-            return self.verify_and_store(spool, file, hasher, size).await;
+            let cfg = self.upstream.segments();
+            let (probed, fast) = segments::probe(dl, cfg.threshold.0, cfg.one_stream_above).await;
+            dl = probed;
+            if !fast {
+                let file = Arc::new(file);
+                let hasher = self.segmented(dl, size, file.clone(), reader).await?;
+                return self.verify_and_store(spool, file, hasher, size).await;
+            }
+            // A near, fast upstream: the rest comes as one stream after the first answer.
+            tracing::debug!(digest = %self.digest, size, "first answer fast: one stream");
+        }
+        if let Some(size) = dl.size {
+            preallocate(&file, size);
         }
         let (file, hasher, written) = self.stream_whole(dl, file).await?;
         let file = Arc::new(file);
@@ -337,19 +360,35 @@ impl Job {
         let mut writer = SpoolWriter::new(file, DigestVerifier::for_digest(&self.digest));
         let mut stream = dl.stream;
         let mut skip = 0u64;
-        let mut resumes = 0;
+        let (mut resumes, mut rests) = (0, 0);
         loop {
             let (mut batch, eof, err) = next_batch(&mut stream).await;
             batch.skip(&mut skip);
             if !batch.is_empty() {
-                if size.is_some_and(|s| writer.submitted() + batch.len() as u64 > s) {
+                let at = writer.submitted();
+                let received = at + batch.len() as u64;
+                if size.is_some_and(|s| received > s) {
                     return Err(self.failure(FillError::TooLong));
                 }
-                if let Some(done) = writer.submit(batch).await? {
-                    self.fill.progress.send_replace(Progress::Growing(done));
-                }
+                // Readers that keep up get these bytes now, from memory; the file has them
+                // once the write completes.
+                self.fill.tail.push(at, batch.chunks());
+                self.fill.progress.send_replace(Progress::Growing(received));
+                writer.submit(batch).await?;
+                let durable = writer.written();
+                self.fill
+                    .tail
+                    .trim(durable.min(received.saturating_sub(TAIL_KEEP)));
             }
             match (eof, err) {
+                // A ranged first answer ended: the rest comes in one more request.
+                (true, None) if size.is_some_and(|s| writer.submitted() < s) && rests < 1 => {
+                    rests += 1;
+                    let at = writer.submitted();
+                    let dl = self.upstream.blob(&self.repo, &self.digest, at).await?;
+                    skip = at - dl.offset.min(at);
+                    stream = dl.stream;
+                }
                 (true, None) => break,
                 (_, Some(e)) if resumes < MAX_RESUMES => {
                     resumes += 1;
@@ -457,5 +496,16 @@ impl Job {
         spool.ingested = true;
         self.ctx.index.insert(self.digest.clone(), written);
         Ok(())
+    }
+}
+
+/// Reserves the blocks of a spool file of `size` bytes ahead (its length still grows with the
+/// writes), so each write only fills them: on ext4 the per-page block reservation of delayed
+/// allocation was a tenth of a cold download's CPU. Best effort: a filesystem without
+/// `fallocate` just allocates as it goes.
+fn preallocate(file: &File, size: u64) {
+    use rustix::fs::{FallocateFlags, fallocate};
+    if let Err(e) = fallocate(file, FallocateFlags::KEEP_SIZE, 0, size) {
+        tracing::debug!(error = %e, size, "spool file not preallocated");
     }
 }

@@ -9,6 +9,10 @@
 //! are fed as soon as the prefix grows, whatever order segments finish in. A segment whose
 //! connection fails is retried alone, from where it stopped. Nothing is committed until the
 //! whole blob hashed to its digest (the caller verifies and stores it).
+//!
+//! Before the other segments are asked for, the first answer is watched for a moment
+//! ([`probe`]): one that streams faster than `segments.one_stream_above` comes from a near
+//! upstream, where one stream is as fast, and the caller fetches the rest as one stream.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -16,10 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferry_config::access::Rate;
 use ferry_metrics::Metrics;
 use ferry_oci::{Digest, DigestVerifier, RepoName};
 use ferry_storage::FillError;
 use ferry_upstream::{BlobDownload, Upstream};
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -55,6 +61,42 @@ pub(crate) async fn first_request(
     }
     let last = cfg.threshold.0.max(1) - 1;
     Ok(upstream.blob_range(repo, digest, 0, Some(last)).await?)
+}
+
+/// How long the first answer is watched before the other segments are asked for.
+const PROBE_TIME: Duration = Duration::from_millis(100);
+
+/// Watches the first answer of a segmented download (bytes `0..first_len`) for up to
+/// [`PROBE_TIME`]: whether it streams faster than `one_stream_above` (then one stream is as
+/// fast as several: the caller fetches the rest as one). The bytes read meanwhile stay at the
+/// front of the returned download's stream.
+pub(crate) async fn probe(dl: BlobDownload, first_len: u64, above: Rate) -> (BlobDownload, bool) {
+    let Some((amount, window)) = above.limit() else {
+        return (dl, false);
+    };
+    let rate = amount as f64 / window.as_secs_f64().max(1e-6);
+    let want = ((rate * PROBE_TIME.as_secs_f64()) as u64).max(1);
+    if want > first_len {
+        return (dl, false);
+    }
+    let deadline = tokio::time::Instant::now() + PROBE_TIME;
+    let mut stream = dl.stream.fuse();
+    let (mut read, mut got) = (Vec::new(), 0u64);
+    while got < want {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(chunk)) => {
+                got += chunk.as_ref().map_or(0, |c| c.len() as u64);
+                let failed = chunk.is_err();
+                read.push(chunk);
+                if failed {
+                    break;
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let stream = futures_util::stream::iter(read).chain(stream).boxed();
+    (BlobDownload { stream, ..dl }, got >= want)
 }
 
 /// Cuts `0..size` into a first segment of `first` bytes and the rest in `each`-byte pieces.

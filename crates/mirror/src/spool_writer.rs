@@ -1,17 +1,22 @@
 //! Writing a download to its spool file off the async threads, overlapped with the network.
 //!
 //! Network chunks are grouped into batches of up to [`BATCH`] bytes without copying (a batch is
-//! a list of the network's own buffers). Each batch is hashed and written with one vectored
-//! write on a blocking thread while the next batch is read from the socket; the caller learns
-//! how many bytes are durable in the file when a write completes.
+//! a list of the network's own buffers). The hash and the write of each batch run as two
+//! stages on their own blocking threads, each with a short queue, so the socket, the hash and
+//! the disk work at once; the caller learns how many bytes are in the file from
+//! [`SpoolWriter::written`].
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use ferry_oci::DigestVerifier;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
+
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Largest batch written at once.
@@ -38,6 +43,11 @@ impl Batch {
     /// Whether the batch holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The network's buffers, in order.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
     }
 
     /// The network's buffers, in order.
@@ -83,75 +93,120 @@ pub async fn next_batch(
     (batch, false, None)
 }
 
-type Done = io::Result<(File, DigestVerifier)>;
+/// Batches queued for each stage before the download waits for it.
+const QUEUE: usize = 8;
 
-/// A spool file being written, with at most one write in flight.
+/// A spool file being written: the hash and the write are two stages on their own blocking
+/// threads, each with up to [`QUEUE`] batches queued, so the network, the hash and the disk
+/// run at once and the download waits only for the slowest of them.
 pub struct SpoolWriter {
-    idle: Option<(File, DigestVerifier)>,
-    inflight: Option<(JoinHandle<Done>, usize)>,
-    /// Bytes durable in the file.
-    written: u64,
+    hash: Stage<DigestVerifier>,
+    write: Stage<io::Result<File>>,
+    /// Bytes in the file, readable by others (set by the write stage).
+    durable: Arc<AtomicU64>,
+    /// Bytes handed to the writer.
+    submitted: u64,
 }
 
-impl SpoolWriter {
-    /// A writer appending to `file`, hashing with `hasher`.
-    pub fn new(file: File, hasher: DigestVerifier) -> Self {
-        SpoolWriter {
-            idle: Some((file, hasher)),
-            inflight: None,
-            written: 0,
+/// One stage: its queue and its thread.
+struct Stage<T> {
+    tx: Option<mpsc::Sender<Arc<[Bytes]>>>,
+    task: JoinHandle<T>,
+}
+
+impl<T: Send + 'static> Stage<T> {
+    fn spawn(work: impl FnOnce(mpsc::Receiver<Arc<[Bytes]>>) -> T + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Stage {
+            tx: Some(tx),
+            task: tokio::task::spawn_blocking(move || work(rx)),
         }
     }
 
-    /// Bytes durable in the file so far.
+    /// Queues a batch; `false` when the stage has stopped.
+    async fn send(&self, chunks: Arc<[Bytes]>) -> bool {
+        match &self.tx {
+            Some(tx) => tx.send(chunks).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Ends the queue and waits for the stage's result.
+    async fn finish(mut self) -> io::Result<T> {
+        self.tx = None;
+        self.task.await.map_err(io::Error::other)
+    }
+}
+
+impl SpoolWriter {
+    /// A writer appending to the spool file `file`, hashing with `hasher`.
+    pub fn new(file: File, hasher: DigestVerifier) -> Self {
+        let durable = Arc::new(AtomicU64::new(0));
+        let mark = durable.clone();
+        let hash = Stage::spawn(move |mut rx| {
+            let mut hasher = hasher;
+            while let Some(chunks) = rx.blocking_recv() {
+                chunks.iter().for_each(|c| hasher.update(c));
+            }
+            hasher
+        });
+        let write = Stage::spawn(move |mut rx| {
+            let mut file = file;
+            let mut written = 0;
+            while let Some(chunks) = rx.blocking_recv() {
+                written += write_all_vectored(&mut file, &chunks)?;
+                mark.store(written, Ordering::Release);
+            }
+            Ok(file)
+        });
+        SpoolWriter {
+            hash,
+            write,
+            durable,
+            submitted: 0,
+        }
+    }
+
+    /// Bytes in the file (readable by others) so far.
     pub fn written(&self) -> u64 {
-        self.written
+        self.durable.load(Ordering::Acquire)
     }
 
     /// Bytes written or being written.
     pub fn submitted(&self) -> u64 {
-        self.written + self.inflight.as_ref().map_or(0, |(_, n)| *n as u64)
+        self.submitted
     }
 
-    /// Starts writing `batch` (after the previous write completes). Returns the durable length
-    /// when the previous write completed, if one was in flight.
-    pub async fn submit(&mut self, batch: Batch) -> io::Result<Option<u64>> {
-        let completed = self.flush().await?;
-        let (mut file, mut hasher) = self.idle.take().expect("writer is idle after flush");
-        let len = batch.len;
-        let task = tokio::task::spawn_blocking(move || {
-            for c in &batch.chunks {
-                hasher.update(c);
-            }
-            write_all_vectored(&mut file, &batch.chunks)?;
-            Ok((file, hasher))
-        });
-        self.inflight = Some((task, len));
-        Ok(completed)
-    }
-
-    /// Waits for the write in flight; returns the new durable length if there was one.
-    pub async fn flush(&mut self) -> io::Result<Option<u64>> {
-        let Some((task, len)) = self.inflight.take() else {
-            return Ok(None);
-        };
-        let (file, hasher) = task.await.map_err(io::Error::other)??;
-        self.idle = Some((file, hasher));
-        self.written += len as u64;
-        Ok(Some(self.written))
+    /// Queues `batch` for the hash and the write (waiting while either queue is full).
+    pub async fn submit(&mut self, batch: Batch) -> io::Result<()> {
+        self.submitted += batch.len as u64;
+        let chunks: Arc<[Bytes]> = batch.chunks.into();
+        if self.hash.send(chunks.clone()).await && self.write.send(chunks).await {
+            return Ok(());
+        }
+        // A stage stopped: only the write stage can, on an error; report it.
+        self.hash.tx = None;
+        self.write.tx = None;
+        match (&mut self.write.task).await.map_err(io::Error::other)? {
+            Err(e) => Err(e),
+            Ok(_) => Err(io::Error::other("spool writer stopped")),
+        }
     }
 
     /// Completes every write and returns the file and the digest of everything written.
-    pub async fn finish(mut self) -> io::Result<(File, DigestVerifier)> {
-        self.flush().await?;
-        Ok(self.idle.take().expect("writer is idle after flush"))
+    pub async fn finish(self) -> io::Result<(File, DigestVerifier)> {
+        let hasher = self.hash.finish().await?;
+        let file = self.write.finish().await??;
+        Ok((file, hasher))
     }
 }
 
-/// Writes every chunk, in as few `writev` calls as the kernel allows.
-fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+/// Writes every chunk at the end of `file`, in as few `writev` calls as the kernel allows;
+/// returns the bytes written.
+fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> io::Result<u64> {
     let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
     let mut rest = &mut slices[..];
+    let mut total = 0u64;
     while !rest.is_empty() {
         match file.write_vectored(rest) {
             Ok(0) => {
@@ -160,12 +215,15 @@ fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
                     "spool file refused bytes",
                 ));
             }
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Ok(n) => {
+                total += n as u64;
+                IoSlice::advance_slices(&mut rest, n);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -182,13 +240,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn writes_and_hashes_in_order_with_one_write_in_flight() {
+    async fn writes_and_hashes_in_order() {
         let tmp = tempfile::NamedTempFile::new().unwrap();
         let d = Digest::sha256_of(b"hello world!");
         let mut w = SpoolWriter::new(tmp.reopen().unwrap(), DigestVerifier::for_digest(&d));
-        assert_eq!(w.submit(batch(&[b"hello", b" "])).await.unwrap(), None);
+        w.submit(batch(&[b"hello", b" "])).await.unwrap();
         assert_eq!(w.submitted(), 6);
-        assert_eq!(w.submit(batch(&[b"world", b"!"])).await.unwrap(), Some(6));
+        w.submit(batch(&[b"world", b"!"])).await.unwrap();
+        assert_eq!(w.submitted(), 12);
         let (_, hasher) = w.finish().await.unwrap();
         assert_eq!(hasher.finish(), d);
         assert_eq!(std::fs::read(tmp.path()).unwrap(), b"hello world!");

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::ByteStream;
 use crate::fill_error::FillError;
 use crate::mapped::{FileMaps, WINDOW};
+use crate::tail::Tail;
 
 /// Bytes read per chunk.
 pub const CHUNK: usize = 256 * 1024;
@@ -48,6 +49,7 @@ pub struct ChunkReader {
     buf: BytesMut,
     chunk: usize,
     maps: Option<FileMaps>,
+    tail: Option<Arc<Tail>>,
 }
 
 impl ChunkReader {
@@ -62,6 +64,7 @@ impl ChunkReader {
             buf: BytesMut::new(),
             chunk: CHUNK,
             maps: None,
+            tail: None,
         }
     }
 
@@ -99,6 +102,13 @@ impl ChunkReader {
         self
     }
 
+    /// Serves the bytes the download still holds in memory ([`Tail`]) from there; the others
+    /// from the file.
+    pub fn with_tail(mut self, tail: Arc<Tail>) -> Self {
+        self.tail = Some(tail);
+        self
+    }
+
     /// The bytes as a stream.
     pub fn into_stream(self) -> ByteStream {
         stream::unfold(self, |mut r| async move {
@@ -120,6 +130,17 @@ impl ChunkReader {
         }
         let available = self.wait_available().await?;
         let want = (available.min(self.end) - self.pos).min(self.chunk as u64) as usize;
+        let mut want = want;
+        if let Some(tail) = &self.tail {
+            if let Some(b) = tail.get(self.pos, want) {
+                self.pos += b.len() as u64;
+                return Ok(Some(b));
+            }
+            // Behind the tail: only the bytes before it are sure to be in the file.
+            if let Some(start) = tail.start().filter(|&s| s > self.pos) {
+                want = want.min((start - self.pos) as usize);
+            }
+        }
         if let Some(maps) = &self.maps {
             let window = maps.map(&self.file, self.pos, want)?;
             self.pos += want as u64;
@@ -258,6 +279,30 @@ mod tests {
         if let Some(m) = maps {
             assert_eq!(m.live(), 0, "windows are unmapped once sent");
         }
+    }
+
+    #[tokio::test]
+    async fn a_reader_takes_the_tail_from_memory_and_only_older_bytes_from_the_file() {
+        // The file holds bytes 0..10; 10..20 are not written yet (stale bytes stand in for
+        // them), and the tail holds the real 6..20.
+        let path = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(path.path(), [[1u8; 10], [9; 10]].concat()).unwrap();
+        let r = Arc::new(File::open(path.path()).unwrap());
+        let tail = Arc::new(Tail::default());
+        tail.push(6, &[Bytes::from(vec![1u8; 4]), Bytes::from(vec![2u8; 10])]);
+        let (tx, rx) = watch::channel(Progress::Growing(20));
+        let mut reader = ChunkReader::growing(r, 0, 20, rx, false)
+            .with_tail(tail.clone())
+            .into_stream();
+        let first = reader.next().await.unwrap().unwrap();
+        assert_eq!(
+            &first[..],
+            &[1u8; 6],
+            "the file only up to the tail's start"
+        );
+        let got = collect(reader).await.unwrap();
+        assert_eq!(got, [vec![1u8; 4], vec![2; 10]].concat());
+        drop(tx);
     }
 
     fn mismatch() -> FillError {

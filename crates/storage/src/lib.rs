@@ -29,6 +29,7 @@ pub mod mapped;
 pub mod object;
 pub mod paths;
 pub mod spool;
+pub mod tail;
 #[cfg(test)]
 mod testsuite;
 pub mod tiered;
@@ -45,6 +46,7 @@ pub use chunks::{ChunkReader, Progress};
 pub use claim::{FillClaim, FillLease};
 pub use fill_error::FillError;
 pub use mapped::FileMaps;
+pub use tail::Tail;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

@@ -250,3 +250,59 @@ fn slow_segments_are_hedged_to_another_source() {
         "served from the cache"
     );
 }
+
+/// `segments.one_stream_above`: a first answer that streams fast (any loopback upstream beats
+/// 1 MiB/s) is followed by one request for the rest, not by parallel segments.
+fn one_stream_when_fast(b: FerryBuilder) -> FerryBuilder {
+    b.set_path(
+        &["upstreams", "docker.io", "segments", "one_stream_above"],
+        "1MiB/s",
+    )
+}
+
+#[test]
+fn a_near_fast_upstream_is_fetched_as_one_stream_after_the_first_answer() {
+    let (up, d) = upstream_with_blob(57);
+    let ferry = one_stream_when_fast(Ferry::builder().upstream("docker.io", &up)).start();
+    let r = get_blob(&ferry, &d);
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_digest(&r.body), d);
+    assert_eq!(
+        ranges_asked(&up, &d),
+        ["bytes=0-16777215", "bytes=16777216-"],
+        "the first answer, then the rest in one request"
+    );
+    wait_until(Duration::from_secs(10), "the blob cached", || {
+        is_cached(&ferry, &d)
+    });
+    assert_eq!(sha256_digest(&get_blob(&ferry, &d).body), d);
+    assert_eq!(up.blob_gets(&d), 2, "the hit asks nothing upstream");
+}
+
+#[test]
+fn a_cut_one_stream_download_resumes_and_wrong_bytes_are_never_cached() {
+    let (up, d) = upstream_with_blob(58);
+    // The first answer is cut after 3 MiB: one request from there to the end follows.
+    up.add_rule(Rule::blob(&d, Fault::CutAfter(3 * MIB)).times(1));
+    let ferry = one_stream_when_fast(Ferry::builder().upstream("docker.io", &up)).start();
+    let r = get_blob(&ferry, &d);
+    assert_eq!(sha256_digest(&r.body), d);
+    assert_eq!(
+        ranges_asked(&up, &d),
+        ["bytes=0-16777215".to_owned(), format!("bytes={}-", 3 * MIB)],
+        "the cut first answer, then the rest from where it stopped"
+    );
+
+    let (up, d) = upstream_with_blob(59);
+    up.add_rule(Rule::blob(&d, Fault::WrongBytes).times(1));
+    let ferry = one_stream_when_fast(Ferry::builder().upstream("docker.io", &up)).start();
+    let r = get_blob(&ferry, &d);
+    assert!(
+        r.body.len() as u64 != SIZE || sha256_digest(&r.body) != d,
+        "a client never gets a complete wrong blob"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!is_cached(&ferry, &d), "nothing stored");
+    assert!(spool_files(&ferry).is_empty(), "spool cleaned");
+    assert_eq!(sha256_digest(&get_blob(&ferry, &d).body), d);
+}

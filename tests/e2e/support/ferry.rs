@@ -102,6 +102,9 @@ impl FerryBuilder {
     ) -> Self {
         let mut entry = Map::new();
         entry.insert("url".into(), Value::String(target.upstream_url()));
+        // Every upstream here is on loopback, where a first answer is always fast enough for
+        // one stream: tests keep the segmented path (and its request counts) unless they ask.
+        entry.insert("segments".into(), json!({"one_stream_above": "unlimited"}));
         if let Value::Object(m) = extra {
             entry.extend(m);
         } else {
