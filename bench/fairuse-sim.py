@@ -289,6 +289,14 @@ def rss_kib(pid):
     return 0
 
 
+def pinned(cmd, cpu):
+    """`cmd` run on CPU `cpu` only (with --pin and taskset), else as is."""
+    return (["taskset", "-c", str(cpu)] + cmd) if PIN and shutil.which("taskset") else cmd
+
+
+PIN = False
+
+
 def wrk_hits(port, tok, secs, addrs):
     """wrk, 2 threads x 32 connections, GETs of one cached manifest with X-Forwarded-For
     rotating over `addrs` addresses per thread (bench/wrk-xff.lua); returns (requests/s, p99
@@ -296,8 +304,8 @@ def wrk_hits(port, tok, secs, addrs):
     env = dict(os.environ, WRK_AUTH=tok, WRK_ACCEPT=ACCEPT, WRK_PATH="/v2/library/img0/manifests/1",
                WRK_ADDRS=str(addrs))
     here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{secs}s", "--latency", "-s",
-                          os.path.join(here, "wrk-xff.lua"), f"http://127.0.0.1:{port}"],
+    out = subprocess.run(pinned(["wrk", "-t2", "-c64", f"-d{secs}s", "--latency", "-s",
+                          os.path.join(here, "wrk-xff.lua"), f"http://127.0.0.1:{port}"], 1),
                          capture_output=True, text=True, env=env, timeout=secs + 60).stdout
     j = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
     return j["requests"] / (j["duration_us"] / 1e6), j["latency_us"]["p99"] / 1000, j["errors"]["status"]
@@ -317,7 +325,7 @@ def start_ferry(binary, tmp, up_port, args, rules_on, s3=None, tag=""):
     path = os.path.join(tmp, f"ferry-{name}.yaml")
     json.dump(cfg, open(path, "w"))  # JSON is YAML
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_") and k != "RUST_LOG"}
-    proc = subprocess.Popen([binary, "serve", "--config", path], stdout=subprocess.DEVNULL, env=env,
+    proc = subprocess.Popen(pinned([binary, "serve", "--config", path], 0), stdout=subprocess.DEVNULL, env=env,
                             stderr=open(os.path.join(tmp, f"ferry-{name}.log"), "w"))
     wait_port(port, proc, "ferry")
     return proc, Client(port)
@@ -415,10 +423,15 @@ def main():
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--wrk-secs", type=int, default=5)
     ap.add_argument("--wrk-reps", type=int, default=5)
+    ap.add_argument("--pin", action="store_true",
+                    help="throughput runs with ferry on CPU 0 and wrk on CPU 1 (taskset): the "
+                         "two do not compete for a core, so runs scatter less")
     ap.add_argument("--no-redirect", action="store_true", help="skip the redirect: true runs")
     ap.add_argument("--only-throughput", action="store_true",
                     help="run only the manifest-hit throughput comparison (wrk)")
     args = ap.parse_args()
+    global PIN
+    PIN = args.pin
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     binary = os.environ.get("FERRY_BIN")
     if not binary:

@@ -50,22 +50,19 @@ impl FairUse {
         }
         let c = self.compiled.load_full();
         budget_step(&c.budgets, ctx, &mut fx)?;
-        let applicable: Vec<&Rule> = c.rules.iter().filter(|r| r.applies(ctx)).collect();
-        if applicable.is_empty() {
-            return Ok(fx);
+        // One list of ops for the store, and which rule has how many of them.
+        let mut ops = Vec::with_capacity(2 * c.rules.len());
+        let mut counts: Vec<(&Rule, usize)> = Vec::with_capacity(c.rules.len());
+        for r in c.rules.iter().filter(|r| r.applies(ctx)) {
+            counts.push((r, r.admit_ops(ctx, &mut ops)));
         }
-        // One list of ops for the store (no copy of their keys), and how many each rule has.
-        let mut ops = Vec::with_capacity(2 * applicable.len());
-        let mut counts = Vec::with_capacity(applicable.len());
-        for r in &applicable {
-            let rops = r.admit_ops(ctx);
-            counts.push(rops.len());
-            ops.extend(rops);
+        if counts.is_empty() {
+            return Ok(fx);
         }
         let verdicts = c.store.run(&ops).await;
         let mut at = 0;
         let mut refusal = None;
-        for (rule, &n) in applicable.iter().zip(&counts) {
+        for &(rule, n) in &counts {
             let fired = rule.fired(&verdicts[at..at + n]);
             at += n;
             // A slow-down in force is not set again (nor counted again) on every request.

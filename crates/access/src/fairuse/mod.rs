@@ -181,7 +181,7 @@ impl FairUse {
                     agent: r.agent,
                 };
                 for rule in c.rules.iter().filter(|rule| rule.applies(&ctx)) {
-                    ops.extend(rule.served_ops(&ctx, r.bytes, r.error));
+                    rule.served_ops(&ctx, r.bytes, r.error, &mut ops);
                 }
                 ops.extend(c.budgets.debits(&r.upstream, r.bytes));
             }

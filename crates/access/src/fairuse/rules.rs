@@ -53,6 +53,8 @@ pub(crate) struct Rule {
     /// `agents:`: an anonymous address counts as this many clients, one per user-agent group.
     agents: u16,
     pub(crate) message: Option<String>,
+    /// The counter keys' beginnings: requests (or error answers), bytes.
+    prefixes: [String; 2],
 }
 
 impl Rule {
@@ -67,17 +69,30 @@ impl Rule {
                 c.repositories.iter().map(String::as_str),
             )?)
         };
+        let requests = c
+            .requests
+            .and_then(|n| Limit::from_rate(Some(Rate::per(n.max(1), window))));
+        let bytes = c
+            .bytes
+            .and_then(|b| Limit::from_rate(Some(Rate::per(b.0.max(1), window))));
+        let counted = match c.per {
+            RuleScope::ClientErrors => "err",
+            _ => "req",
+        };
+        let prefix = |l: &Option<Limit>, kind: &str| {
+            l.as_ref()
+                .map(|l| l.key_prefix(&format!("fr:{}:{kind}", c.name)))
+                .unwrap_or_default()
+        };
+        let prefixes = [prefix(&requests, counted), prefix(&bytes, "bytes")];
         Ok(Rule {
             name: c.name.clone(),
             scope: c.per,
             action: c.action,
             window,
-            requests: c
-                .requests
-                .and_then(|n| Limit::from_rate(Some(Rate::per(n.max(1), window)))),
-            bytes: c
-                .bytes
-                .and_then(|b| Limit::from_rate(Some(Rate::per(b.0.max(1), window)))),
+            requests,
+            bytes,
+            prefixes,
             duration: c.duration.map_or(Duration::ZERO, |d| d.0),
             bandwidth: Limit::from_rate(c.bandwidth),
             who: c.who,
@@ -113,37 +128,43 @@ impl Rule {
         (self.agents > 1 && ctx.anonymous).then(|| ctx.agent % u64::from(self.agents))
     }
 
-    /// The client as this rule counts it: its subject, with the user-agent group.
-    fn client_key(&self, ctx: &Ctx<'_>) -> String {
-        match self.agent_group(ctx) {
-            Some(g) => format!("{} agent {g}", ctx.subject),
-            None => ctx.subject.to_owned(),
-        }
-    }
-
-    /// Who this rule counts for `ctx` (part of the counter key).
-    fn who_key(&self, ctx: &Ctx<'_>) -> String {
-        match self.scope {
-            RuleScope::Client | RuleScope::ClientErrors => self.client_key(ctx),
-            RuleScope::ClientBlob => format!("{} {}", self.client_key(ctx), ctx.blob.unwrap_or("")),
-            RuleScope::ClientRepository => {
-                format!("{} {}", self.client_key(ctx), ctx.repo.unwrap_or(""))
+    /// The counter key of limit `which` (0: requests or errors, 1: bytes) for `ctx`: the
+    /// prefix, then who this rule counts (the subject with its user-agent group, and the blob
+    /// or repository), built in one allocation.
+    fn key(&self, which: usize, ctx: &Ctx<'_>) -> String {
+        let prefix = &self.prefixes[which];
+        let mut k = String::with_capacity(prefix.len() + 112);
+        k.push_str(prefix);
+        if self.scope == RuleScope::Repository {
+            k.push_str(ctx.repo.unwrap_or(""));
+        } else {
+            k.push_str(ctx.subject);
+            if let Some(g) = self.agent_group(ctx) {
+                use std::fmt::Write;
+                let _ = write!(k, " agent {g}");
             }
-            RuleScope::Repository => ctx.repo.unwrap_or("").to_owned(),
+            let extra = match self.scope {
+                RuleScope::ClientBlob => Some(ctx.blob.unwrap_or("")),
+                RuleScope::ClientRepository => Some(ctx.repo.unwrap_or("")),
+                _ => None,
+            };
+            if let Some(x) = extra {
+                k.push(' ');
+                k.push_str(x);
+            }
         }
+        k.push('}');
+        k
     }
 
-    fn key(&self, l: &Limit, kind: &str, ctx: &Ctx<'_>) -> String {
-        l.key(&format!("fr:{}:{kind}", self.name), &self.who_key(ctx))
-    }
-
-    /// The ops of the admission check: count the request, look at bytes or errors.
-    pub(crate) fn admit_ops(&self, ctx: &Ctx<'_>) -> Vec<Op> {
-        let mut ops = Vec::with_capacity(2);
+    /// Appends the ops of the admission check (count the request, look at bytes or errors)
+    /// to `ops`; returns how many.
+    pub(crate) fn admit_ops(&self, ctx: &Ctx<'_>, ops: &mut Vec<Op>) -> usize {
+        let before = ops.len();
         if let Some(l) = &self.requests {
             let errors = self.scope == RuleScope::ClientErrors;
             ops.push(Op {
-                key: self.key(l, if errors { "err" } else { "req" }, ctx),
+                key: self.key(0, ctx),
                 params: l.params(),
                 cost: if errors { 0.0 } else { 1.0 },
                 mode: if errors { Mode::Peek } else { Mode::Debit },
@@ -151,34 +172,32 @@ impl Rule {
         }
         if let Some(l) = &self.bytes {
             ops.push(Op {
-                key: self.key(l, "bytes", ctx),
+                key: self.key(1, ctx),
                 params: l.params(),
                 cost: 0.0,
                 mode: Mode::Peek,
             });
         }
-        ops
+        ops.len() - before
     }
 
-    /// The ops of an answer sent: its bytes, or one more error answer.
-    pub(crate) fn served_ops(&self, ctx: &Ctx<'_>, bytes: u64, error: bool) -> Vec<Op> {
-        let mut ops = Vec::new();
+    /// Appends the op of an answer sent (its bytes, or one more error answer) to `ops`.
+    pub(crate) fn served_ops(&self, ctx: &Ctx<'_>, bytes: u64, error: bool, ops: &mut Vec<Op>) {
         match (&self.requests, &self.bytes) {
             (Some(l), _) if self.scope == RuleScope::ClientErrors && error => ops.push(Op {
-                key: self.key(l, "err", ctx),
+                key: self.key(0, ctx),
                 params: l.params(),
                 cost: 1.0,
                 mode: Mode::Debit,
             }),
             (_, Some(l)) if self.scope != RuleScope::ClientErrors && bytes > 0 => ops.push(Op {
-                key: self.key(l, "bytes", ctx),
+                key: self.key(1, ctx),
                 params: l.params(),
                 cost: bytes as f64,
                 mode: Mode::Debit,
             }),
             _ => {}
         }
-        ops
     }
 
     /// The ops that reset this rule's per-client counters of `subject` (a lifted ban starts
@@ -258,5 +277,59 @@ impl Rule {
             RuleScope::ClientRepository => format!("{who} on {}", ctx.repo.unwrap_or("")),
             RuleScope::Repository => format!("everyone on {}", ctx.repo.unwrap_or("")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(per: &str, agents: u16) -> Rule {
+        let c: RuleConfig = serde_json::from_value(serde_json::json!({
+            "name": "r1", "per": per, "window": "24h", "requests": 100, "bytes": "1GiB",
+            "action": "warn", "agents": agents,
+        }))
+        .unwrap();
+        Rule::compile(&c).unwrap()
+    }
+
+    #[test]
+    fn counter_keys_name_the_rule_the_limit_and_who_is_counted() {
+        let ctx = Ctx {
+            ip: "10.1.2.3".parse().unwrap(),
+            subject: "ip 10.1.2.3",
+            anonymous: true,
+            repo: Some("docker.io/library/nginx"),
+            blob: Some("sha256:ab"),
+            agent: 11,
+        };
+        let keys = |r: &Rule| {
+            let mut ops = Vec::new();
+            r.admit_ops(&ctx, &mut ops);
+            ops.into_iter().map(|o| o.key).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(&rule("client", 1)),
+            [
+                "fr:r1:req:100/86400000:{ip 10.1.2.3}",
+                "fr:r1:bytes:1073741824/86400000:{ip 10.1.2.3}"
+            ]
+        );
+        assert_eq!(
+            keys(&rule("client_blob", 4))[0],
+            "fr:r1:req:100/86400000:{ip 10.1.2.3 agent 3 sha256:ab}"
+        );
+        assert_eq!(
+            keys(&rule("client_repository", 1))[1],
+            "fr:r1:bytes:1073741824/86400000:{ip 10.1.2.3 docker.io/library/nginx}"
+        );
+        assert_eq!(
+            keys(&rule("repository", 1))[0],
+            "fr:r1:req:100/86400000:{docker.io/library/nginx}"
+        );
+        assert_eq!(
+            keys(&rule("client_errors", 1))[0],
+            "fr:r1:err:100/86400000:{ip 10.1.2.3}"
+        );
     }
 }

@@ -54,6 +54,11 @@ impl Limit {
         format!("{kind}:{}:{{{subject}}}", self.tag)
     }
 
+    /// The beginning of [`Limit::key`] of `kind`, to which the subject and `}` are appended.
+    pub(crate) fn key_prefix(&self, kind: &str) -> String {
+        format!("{kind}:{}:{{", self.tag)
+    }
+
     /// The amount per window.
     pub(crate) fn amount(&self) -> u64 {
         self.amount

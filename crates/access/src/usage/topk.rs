@@ -56,12 +56,18 @@ struct Entry {
 }
 
 /// At most `cap` heavy hitters by one [`Order`].
+///
+/// Entries sit in a binary min-heap by weight (`heap` holds entry numbers, `pos` each entry's
+/// place in it), so finding the lightest entry to take over is O(1) and every change is
+/// O(log cap): no scan of the entries per new key, whatever the capacity.
 #[derive(Debug, Clone)]
 pub struct TopK {
     cap: usize,
     order: Order,
     index: HashMap<Box<str>, usize>,
     entries: Vec<Entry>,
+    heap: Vec<usize>,
+    pos: Vec<usize>,
 }
 
 impl TopK {
@@ -73,37 +79,80 @@ impl TopK {
             order,
             index: HashMap::with_capacity(cap),
             entries: Vec::with_capacity(cap),
+            heap: Vec::with_capacity(cap),
+            pos: Vec::with_capacity(cap),
         }
     }
 
     /// Counts `delta` for `key`.
     pub fn add(&mut self, key: &str, delta: &Counts) {
-        if let Some(&i) = self.index.get(key) {
-            self.entries[i].counts.add(delta);
+        if let Some(&e) = self.index.get(key) {
+            self.entries[e].counts.add(delta);
+            self.sift_down(self.pos[e]);
             return;
         }
         if self.entries.len() < self.cap {
-            self.index.insert(key.into(), self.entries.len());
+            let e = self.entries.len();
+            self.index.insert(key.into(), e);
             self.entries.push(Entry {
                 key: key.into(),
                 counts: *delta,
                 error: 0,
             });
+            self.heap.push(e);
+            self.pos.push(e);
+            self.sift_up(e);
             return;
         }
+        // The lightest entry is taken over: the new key inherits its weight as its error.
+        let e = self.heap[0];
         let order = self.order;
-        let (i, _) = self
-            .entries
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, e)| order.weight(&e.counts))
-            .expect("cap is at least 1");
-        let e = &mut self.entries[i];
-        self.index.remove(&e.key);
-        e.error = order.weight(&e.counts);
-        e.key = key.into();
-        e.counts.add(delta);
-        self.index.insert(key.into(), i);
+        let entry = &mut self.entries[e];
+        self.index.remove(&entry.key);
+        entry.error = order.weight(&entry.counts);
+        entry.key = key.into();
+        entry.counts.add(delta);
+        self.index.insert(key.into(), e);
+        self.sift_down(0);
+    }
+
+    fn weight_at(&self, at: usize) -> u64 {
+        self.order.weight(&self.entries[self.heap[at]].counts)
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.pos[self.heap[a]] = a;
+        self.pos[self.heap[b]] = b;
+    }
+
+    fn sift_up(&mut self, mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if self.weight_at(parent) <= self.weight_at(at) {
+                break;
+            }
+            self.swap(parent, at);
+            at = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut at: usize) {
+        loop {
+            let (l, r) = (2 * at + 1, 2 * at + 2);
+            let mut least = at;
+            if l < self.heap.len() && self.weight_at(l) < self.weight_at(least) {
+                least = l;
+            }
+            if r < self.heap.len() && self.weight_at(r) < self.weight_at(least) {
+                least = r;
+            }
+            if least == at {
+                return;
+            }
+            self.swap(at, least);
+            at = least;
+        }
     }
 
     /// Every held key with its counts and overestimate.
@@ -178,6 +227,34 @@ mod tests {
             );
             // 100k + 55k units over 200 entries: at most ~775 too many.
             assert!(c.requests - truth <= 155_000 / 200, "{k}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn the_lightest_entry_is_always_the_one_taken_over() {
+        // Against a plain scan for the minimum, over uneven byte weights.
+        let mut t = TopK::new(16, Order::Bytes);
+        let mut x: u64 = 1;
+        for _ in 0..20_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = format!("k{}", (x >> 33) % 40);
+            let c = Counts {
+                requests: 1,
+                bytes: (x >> 40) % 1000,
+                errors: 0,
+            };
+            let full = t.len() == 16;
+            let held = t.index.contains_key(key.as_str());
+            let min = t.iter().map(|(_, c, _)| c.bytes).min();
+            t.add(&key, &c);
+            if !held && full {
+                let (_, got, err) = t.iter().find(|(k, _, _)| *k == key).unwrap();
+                assert_eq!(Some(err), min, "took over the lightest");
+                assert_eq!(got.bytes, err + c.bytes);
+            }
+            assert_eq!(t.index.len(), t.len());
         }
     }
 
