@@ -180,6 +180,19 @@ def timed_get(port, path, headers=None):
     return first, time.monotonic() - start, "sha256:" + h.hexdigest(), r.status
 
 
+def settle():
+    """Flushes the page cache's dirty bytes of earlier runs (their spool and cache files) so
+    their writeback does not land on the next timed run."""
+    os.sync()
+    time.sleep(0.2)
+
+
+def stop(p):
+    """Stops one mirror once its run is timed (its background work would land on the next)."""
+    p.terminate()
+    p.wait(10)
+
+
 def start_ferry(ferry_bin, work, name, upstream_port, parallel):
     port = free_port()
     d = os.path.join(work, name)
@@ -230,49 +243,68 @@ def main():
         fpath = f"/v2/docker.io/bench/big/blobs/{digest}"
         rows = []
         for rep in range(a.reps):
+            settle()
             _, direct, d1, _ = timed_get(wan_port, path)
             assert d1 == digest
             fe, fport = start_ferry(a.ferry_bin, work, f"seg{rep}", wan_port, 4)
             procs.append(fe)
+            settle()
             _, seg, d2, _ = timed_get(fport, fpath)
             assert d2 == digest
+            stop(fe)
             fe1, fport1 = start_ferry(a.ferry_bin, work, f"one{rep}", wan_port, 1)
             procs.append(fe1)
+            settle()
             _, one, d3, _ = timed_get(fport1, fpath)
             assert d3 == digest
+            stop(fe1)
             fe2, fport2 = start_ferry(a.ferry_bin, work, f"rng{rep}", wan_port, 4)
             procs.append(fe2)
             tail = f"bytes={size - (1 << 20)}-{size - 1}"
             # A cold download must be running for the range to be forwarded: start one.
             import threading
+            settle()
             bg = threading.Thread(target=timed_get, args=(fport2, fpath))
             bg.start()
             time.sleep(0.5)
             ttfb, rng, _, st = timed_get(fport2, fpath, {"Range": tail})
             assert st == 206, st
             bg.join()
+            stop(fe2)
             di, dport = start_distribution(work, f"dist{rep}", wan_port)
             procs.append(di)
+            settle()
             _, dist, d4, _ = timed_get(dport, path)
             assert d4 == digest
+            stop(di)
             row = {"direct": direct, "seg": seg, "one": one, "dist": dist, "ttfb": ttfb,
                    "rng": rng}
             if not a.no_skopeo:
+                settle()
                 row["pull_direct"] = timed_pull(wan_port, "bench/big")
                 fe3, fport3 = start_ferry(a.ferry_bin, work, f"pull{rep}", wan_port, 4)
                 procs.append(fe3)
+                settle()
                 row["pull_ferry"] = timed_pull(fport3, "docker.io/bench/big")
+                stop(fe3)
                 di2, dport2 = start_distribution(work, f"distpull{rep}", wan_port)
                 procs.append(di2)
+                settle()
                 row["pull_dist"] = timed_pull(dport2, "bench/big")
+                stop(di2)
             if a.loopback:
+                settle()
                 row["curl_direct"] = timed_curl_pull(wan_port, "bench/big")
                 fe4, fport4 = start_ferry(a.ferry_bin, work, f"curl{rep}", wan_port, 4)
                 procs.append(fe4)
+                settle()
                 row["curl_ferry"] = timed_curl_pull(fport4, "docker.io/bench/big")
+                stop(fe4)
                 di3, dport3 = start_distribution(work, f"distcurl{rep}", wan_port)
                 procs.append(di3)
+                settle()
                 row["curl_dist"] = timed_curl_pull(dport3, "bench/big")
+                stop(di3)
             rows.append(row)
         mib = size >> 20
         link = "plain loopback" if a.loopback else f"a link of {a.rate}/connection, RTT {a.rtt}"

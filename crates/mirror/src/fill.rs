@@ -38,6 +38,10 @@ use crate::spool_writer::{SpoolWriter, next_batch};
 /// byte anyway.
 const RELEASE_AFTER: Duration = Duration::from_millis(50);
 
+/// Blobs above this size release their readers as soon as they are verified: their fsync
+/// alone takes longer than [`RELEASE_AFTER`], so waiting for it only delays the last byte.
+const RELEASE_AT_ONCE_ABOVE: u64 = 16 << 20;
+
 /// Bytes behind the newest one a download keeps in memory for readers that lag a little.
 const TAIL_KEEP: u64 = 4 << 20;
 
@@ -475,8 +479,9 @@ impl Job {
         // Verified. Storing is the fsync of the spool file and its move into the store. A quick
         // store (a small blob on local disk) completes before readers get the last byte, so a
         // finished pull leaves the blob cached; a slow one (the fsync of a large blob, an
-        // object-store upload) releases them after RELEASE_AFTER and completes behind them. If
-        // storing then fails, they still got correct bytes; the blob is just not cached.
+        // object-store upload) releases them after RELEASE_AFTER, and a large blob at once,
+        // and completes behind them. If storing then fails, they still got correct bytes; the
+        // blob is just not cached.
         let path = spool.path.clone();
         let store = async {
             tokio::task::spawn_blocking(move || file.sync_all())
@@ -486,9 +491,14 @@ impl Job {
             Ok::<(), MirrorError>(())
         };
         tokio::pin!(store);
+        let patience = if written > RELEASE_AT_ONCE_ABOVE {
+            Duration::ZERO
+        } else {
+            RELEASE_AFTER
+        };
         tokio::select! {
             stored = &mut store => stored?,
-            _ = tokio::time::sleep(RELEASE_AFTER) => {
+            _ = tokio::time::sleep(patience) => {
                 self.fill.progress.send_replace(Progress::Done);
                 store.await?;
             }

@@ -79,12 +79,17 @@ pub(crate) async fn probe(dl: BlobDownload, first_len: u64, above: Rate) -> (Blo
     if want > first_len {
         return (dl, false);
     }
-    let deadline = tokio::time::Instant::now() + PROBE_TIME;
+    // The clock starts at the first body byte (an upstream may take a while to open the
+    // blob; that is latency, not bandwidth), which must itself come within PROBE_TIME.
+    let mut deadline = tokio::time::Instant::now() + PROBE_TIME;
     let mut stream = dl.stream.fuse();
     let (mut read, mut got) = (Vec::new(), 0u64);
     while got < want {
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(chunk)) => {
+                if read.is_empty() {
+                    deadline = tokio::time::Instant::now() + PROBE_TIME;
+                }
                 got += chunk.as_ref().map_or(0, |c| c.len() as u64);
                 let failed = chunk.is_err();
                 read.push(chunk);
