@@ -9,8 +9,9 @@
 //! bytes it has received; it keeps the newest of them in memory ([`Tail`]), so a client that
 //! keeps up is fed from the network's buffers, and one that lags reads the spool file from its
 //! own offset ([`ferry_storage::ChunkReader::growing`]): the first bytes reach every client
-//! before the download ends and memory stays bounded. The task hashes as it writes; only when the length and
-//! the digest match is the file fsync'ed and handed to the store, which publishes it atomically.
+//! before the download ends and memory stays bounded. The task hashes as it writes; only when
+//! the length and the digest match is the file fsync'ed and handed to the store, which
+//! publishes it atomically.
 //! A cut connection is resumed with a `Range` request (up to [`MAX_RESUMES`] times); a digest
 //! mismatch, a timeout or an upstream error fails every reader and leaves nothing behind.
 //! Clients that disconnect only drop their reader: the download goes on for the others and for
