@@ -193,6 +193,24 @@ def stop(p):
     p.wait(10)
 
 
+def three_ways(timed, name, ferry_bin, work, rep, upstream_port, procs):
+    """`timed(port, repo)` of bench/big direct, through a fresh ferry and through a fresh
+    distribution proxy: {name}_direct, {name}_ferry, {name}_dist."""
+    settle()
+    out = {f"{name}_direct": timed(upstream_port, "bench/big")}
+    fe, fport = start_ferry(ferry_bin, work, f"{name}{rep}", upstream_port, 4)
+    procs.append(fe)
+    settle()
+    out[f"{name}_ferry"] = timed(fport, "docker.io/bench/big")
+    stop(fe)
+    di, dport = start_distribution(work, f"dist{name}{rep}", upstream_port)
+    procs.append(di)
+    settle()
+    out[f"{name}_dist"] = timed(dport, "bench/big")
+    stop(di)
+    return out
+
+
 def start_ferry(ferry_bin, work, name, upstream_port, parallel):
     port = free_port()
     d = os.path.join(work, name)
@@ -280,31 +298,10 @@ def main():
             row = {"direct": direct, "seg": seg, "one": one, "dist": dist, "ttfb": ttfb,
                    "rng": rng}
             if not a.no_skopeo:
-                settle()
-                row["pull_direct"] = timed_pull(wan_port, "bench/big")
-                fe3, fport3 = start_ferry(a.ferry_bin, work, f"pull{rep}", wan_port, 4)
-                procs.append(fe3)
-                settle()
-                row["pull_ferry"] = timed_pull(fport3, "docker.io/bench/big")
-                stop(fe3)
-                di2, dport2 = start_distribution(work, f"distpull{rep}", wan_port)
-                procs.append(di2)
-                settle()
-                row["pull_dist"] = timed_pull(dport2, "bench/big")
-                stop(di2)
+                row.update(three_ways(timed_pull, "pull", a.ferry_bin, work, rep, wan_port, procs))
             if a.loopback:
-                settle()
-                row["curl_direct"] = timed_curl_pull(wan_port, "bench/big")
-                fe4, fport4 = start_ferry(a.ferry_bin, work, f"curl{rep}", wan_port, 4)
-                procs.append(fe4)
-                settle()
-                row["curl_ferry"] = timed_curl_pull(fport4, "docker.io/bench/big")
-                stop(fe4)
-                di3, dport3 = start_distribution(work, f"distcurl{rep}", wan_port)
-                procs.append(di3)
-                settle()
-                row["curl_dist"] = timed_curl_pull(dport3, "bench/big")
-                stop(di3)
+                row.update(three_ways(timed_curl_pull, "curl", a.ferry_bin, work, rep, wan_port,
+                                      procs))
             rows.append(row)
         mib = size >> 20
         link = "plain loopback" if a.loopback else f"a link of {a.rate}/connection, RTT {a.rtt}"

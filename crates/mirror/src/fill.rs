@@ -313,7 +313,7 @@ impl Job {
             self.ctx
                 .store
                 .claim_fill(self.upstream.name(), &self.digest, self.ctx.timeout / 2);
-        let (dl, _lease) = match claim.await? {
+        let (mut dl, _lease) = match claim.await? {
             FillClaim::Owner(lease) => (
                 segments::first_request(&self.upstream, &self.repo, &self.digest).await?,
                 Some(lease),
@@ -332,7 +332,6 @@ impl Job {
             size: dl.size,
             file: reader.clone(),
         })));
-        let mut dl = dl;
         if let (true, Some(size)) = (dl.partial, dl.size) {
             let cfg = self.upstream.segments();
             let (probed, fast) = segments::probe(dl, cfg.threshold.0, cfg.one_stream_above).await;

@@ -23,6 +23,19 @@ fn no_hedges(b: FerryBuilder) -> FerryBuilder {
     b.set_path(&["upstreams", "docker.io", "segments", "hedge"], false)
 }
 
+/// A download that got wrong bytes: the client never got a complete wrong blob, and neither a
+/// cache entry nor a spool file is left.
+fn wrong_bytes_leave_nothing(ferry: &Ferry, d: &str) {
+    let r = get_blob(ferry, d);
+    assert!(
+        r.body.len() as u64 != SIZE || sha256_digest(&r.body) != d,
+        "a client never gets a complete wrong blob"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!is_cached(ferry, d), "nothing stored");
+    assert!(spool_files(ferry).is_empty(), "spool cleaned");
+}
+
 fn get_blob(ferry: &Ferry, d: &str) -> http::RawResponse {
     http::raw_get(&ferry.host(), &format!("/v2/lib/big/blobs/{d}")).expect("blob GET")
 }
@@ -97,14 +110,7 @@ fn wrong_bytes_in_one_segment_leave_no_cache_entry_and_the_next_request_download
     let (up, d) = upstream_with_blob(54);
     up.add_rule(Rule::blob(&d, Fault::WrongBytes).times(1));
     let ferry = Ferry::builder().upstream("docker.io", &up).start();
-    let r = get_blob(&ferry, &d);
-    assert!(
-        r.body.len() as u64 != SIZE || sha256_digest(&r.body) != d,
-        "a client never gets a complete wrong blob"
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!is_cached(&ferry, &d), "nothing stored");
-    assert!(spool_files(&ferry).is_empty(), "spool cleaned");
+    wrong_bytes_leave_nothing(&ferry, &d);
     let again = get_blob(&ferry, &d);
     assert_eq!(sha256_digest(&again.body), d);
     assert_eq!(up.blob_gets(&d), 2 * segment_gets(SIZE));
@@ -296,13 +302,6 @@ fn a_cut_one_stream_download_resumes_and_wrong_bytes_are_never_cached() {
     let (up, d) = upstream_with_blob(59);
     up.add_rule(Rule::blob(&d, Fault::WrongBytes).times(1));
     let ferry = one_stream_when_fast(Ferry::builder().upstream("docker.io", &up)).start();
-    let r = get_blob(&ferry, &d);
-    assert!(
-        r.body.len() as u64 != SIZE || sha256_digest(&r.body) != d,
-        "a client never gets a complete wrong blob"
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!is_cached(&ferry, &d), "nothing stored");
-    assert!(spool_files(&ferry).is_empty(), "spool cleaned");
+    wrong_bytes_leave_nothing(&ferry, &d);
     assert_eq!(sha256_digest(&get_blob(&ferry, &d).body), d);
 }

@@ -207,22 +207,20 @@ impl Rule {
         if !matches!(self.scope, RuleScope::Client | RuleScope::ClientErrors) {
             return Vec::new();
         }
-        let kind = if self.scope == RuleScope::ClientErrors {
-            "err"
-        } else {
-            "req"
-        };
         let mut whos = vec![subject.to_owned()];
         if self.agents > 1 && subject.starts_with("ip ") {
             whos.extend((0..self.agents).map(|g| format!("{subject} agent {g}")));
         }
-        let limits = [(&self.requests, kind), (&self.bytes, "bytes")];
+        let limits = [
+            (&self.requests, &self.prefixes[0]),
+            (&self.bytes, &self.prefixes[1]),
+        ];
         whos.iter()
-            .flat_map(|who| limits.iter().map(move |(l, kind)| (who, l, kind)))
-            .filter_map(|(who, l, kind)| {
+            .flat_map(|who| limits.iter().map(move |(l, prefix)| (who, l, prefix)))
+            .filter_map(|(who, l, prefix)| {
                 let l = l.as_ref()?;
                 Some(Op {
-                    key: l.key(&format!("fr:{}:{kind}", self.name), who),
+                    key: format!("{prefix}{who}}}"),
                     params: l.params(),
                     cost: 1e18,
                     mode: Mode::Refund,

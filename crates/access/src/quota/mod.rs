@@ -51,7 +51,10 @@ impl Limit {
 
     /// The counter key of `kind` for `subject`.
     pub(crate) fn key(&self, kind: &str, subject: &str) -> String {
-        format!("{kind}:{}:{{{subject}}}", self.tag)
+        let mut k = self.key_prefix(kind);
+        k.push_str(subject);
+        k.push('}');
+        k
     }
 
     /// The beginning of [`Limit::key`] of `kind`, to which the subject and `}` are appended.
