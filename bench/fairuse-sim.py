@@ -18,7 +18,8 @@ against an egress budget, ferry's RSS after --distinct distinct client IPs, and 
 manifest-hit throughput at 64 connections with fair use on and off (wrk rotates
 X-Forwarded-For over 8,192 addresses, each a few times per second, and over 65,536, where
 nearly every request is a new client; no rule fires at these rates, so this is the cost of
-accounting and checking).
+accounting and checking), with ferry's CPU time per request (from /proc, steadier than
+requests/s on a shared machine).
 
   bench/fairuse-sim.py                      # uses target/release/ferry if built, else debug
   FERRY_BIN=target/release/ferry bench/fairuse-sim.py --distinct 100000
@@ -28,7 +29,7 @@ Python 3.11 stdlib only; needs docker-registry (apt), optionally wrk (apt) and S
 removed afterwards; only the processes this script started are stopped.
 """
 
-import argparse, hashlib, http.client, json, os, random, shutil, socket, subprocess, sys, tempfile
+import argparse, glob, hashlib, http.client, json, os, random, shutil, socket, subprocess, sys, tempfile
 import threading, time, urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
@@ -48,7 +49,7 @@ def free_port():
 
 
 def wait_port(port, proc, what):
-    for _ in range(300):
+    for _ in range(1200):
         if proc.poll() is not None:
             sys.exit(f"{what} exited")
         try:
@@ -290,17 +291,21 @@ def rss_kib(pid):
 
 
 def pinned(cmd, cpu):
-    """`cmd` run on CPU `cpu` only (with --pin and taskset), else as is."""
+    """`cmd` run on CPU `cpu` only (with --pin and taskset), else as is; ferry (CPU 0) under
+    callgrind with --instructions."""
+    if WRAP and cpu == 0:
+        cmd = WRAP + cmd
     return (["taskset", "-c", str(cpu)] + cmd) if PIN and shutil.which("taskset") else cmd
 
 
 PIN = False
+WRAP = []
 
 
 def wrk_hits(port, tok, secs, addrs):
     """wrk, 2 threads x 32 connections, GETs of one cached manifest with X-Forwarded-For
     rotating over `addrs` addresses per thread (bench/wrk-xff.lua); returns (requests/s, p99
-    ms, non-2xx)."""
+    ms, non-2xx, requests)."""
     env = dict(os.environ, WRK_AUTH=tok, WRK_ACCEPT=ACCEPT, WRK_PATH="/v2/library/img0/manifests/1",
                WRK_ADDRS=str(addrs))
     here = os.path.dirname(os.path.abspath(__file__))
@@ -308,7 +313,14 @@ def wrk_hits(port, tok, secs, addrs):
                           os.path.join(here, "wrk-xff.lua"), f"http://127.0.0.1:{port}"], 1),
                          capture_output=True, text=True, env=env, timeout=secs + 60).stdout
     j = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
-    return j["requests"] / (j["duration_us"] / 1e6), j["latency_us"]["p99"] / 1000, j["errors"]["status"]
+    return (j["requests"] / (j["duration_us"] / 1e6), j["latency_us"]["p99"] / 1000, j["errors"]["status"],
+            j["requests"])
+
+
+def cpu_secs(pid):
+    """User + system CPU seconds process `pid` has used (/proc/<pid>/stat)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_ferry(binary, tmp, up_port, args, rules_on, s3=None, tag=""):
@@ -395,17 +407,57 @@ def throughput(binary, tmp, up_port, args):
                     st, _, _ = cli.req("GET", "/v2/library/img0/manifests/1", {
                         "Accept": ACCEPT, "Authorization": tok, "X-Forwarded-For": "10.200.0.1"})
                     assert st == 200, st
-                    runs[rules_on].append(wrk_hits(cli.port, tok, args.wrk_secs, addrs) + (os.getloadavg()[0],))
+                    cpu = cpu_secs(ferry.pid)
+                    rps, p99, bad, n = wrk_hits(cli.port, tok, args.wrk_secs, addrs)
+                    us = (cpu_secs(ferry.pid) - cpu) * 1e6 / max(n, 1)
+                    runs[rules_on].append((rps, p99, bad, us, os.getloadavg()[0]))
                 finally:
                     stop_proc(ferry)
         print(f"\n== manifest hits, wrk -t2 -c64 -d{args.wrk_secs}s, X-Forwarded-For rotating over "
               f"{2 * addrs} addresses ==")
         for on in (True, False):
-            for rps, p99, bad, load in runs[on]:
+            for rps, p99, bad, us, load in runs[on]:
                 print(f"  fair use {'on ' if on else 'off'}: {rps:8.0f} req/s  p99 {p99:6.2f} ms  non-2xx {bad}  "
-                      f"(load average {load:.2f})")
+                      f"ferry CPU {us:5.1f} us/request  (load average {load:.2f})")
         med = {on: sorted(r[0] for r in runs[on])[len(runs[on]) // 2] for on in runs}
+        cpu = {on: sorted(r[3] for r in runs[on])[len(runs[on]) // 2] for on in runs}
         print(f"  median on / off: {med[True]:.0f} / {med[False]:.0f} = {med[True] / med[False]:.3f} (goal >= 0.95)")
+        print(f"  median ferry CPU per request on / off: {cpu[True]:.1f} / {cpu[False]:.1f} us = "
+              f"{cpu[True] / cpu[False]:.3f}")
+
+
+def instructions(binary, tmp, up_port, args):
+    """Instructions ferry executes per manifest hit, fair use on and off, counted by
+    valgrind's callgrind (the same count whatever else the machine does): ferry runs under
+    callgrind, wrk sends requests for --wrk-secs after a warm-up, and the counters are zeroed
+    before and dumped after wrk (callgrind_control)."""
+    global WRAP
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control") and shutil.which("wrk")):
+        print("\nvalgrind or wrk not installed: no instruction count")
+        return
+    for addrs in (4096, 32768):
+        per = {}
+        for rules_on in (True, False):
+            out = os.path.join(tmp, f"callgrind-{addrs}-{rules_on}.out")
+            WRAP = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
+            ferry, cli = start_ferry(binary, tmp, up_port, args, rules_on, tag=f"cg{addrs}-")
+            WRAP = []
+            try:
+                tok = tokens(cli, "10.200.0.1")
+                wrk_hits(cli.port, tok, 2, addrs)  # warm-up: first counters, buckets, tables
+                subprocess.run(["callgrind_control", "-z", str(ferry.pid)], capture_output=True, check=True)
+                n = wrk_hits(cli.port, tok, args.wrk_secs, addrs)[3]
+                time.sleep(0.1)  # the accounting task's last batch
+                subprocess.run(["callgrind_control", "-d", str(ferry.pid)], capture_output=True, check=True)
+                dumps = sorted(glob.glob(out + "*"), key=os.path.getmtime)
+                total = next(int(l.split()[1]) for l in open(dumps[-1]) if l.startswith(("summary:", "totals:")))
+                per[rules_on] = total / max(n, 1)
+                print(f"  fair use {'on ' if rules_on else 'off'}: {n} requests, "
+                      f"{per[rules_on]:,.0f} instructions per request")
+            finally:
+                stop_proc(ferry)
+        print(f"== instructions per manifest hit, X-Forwarded-For over {2 * addrs} addresses: "
+              f"on / off = {per[True] / per[False]:.3f}")
 
 
 def main():
@@ -429,7 +481,12 @@ def main():
     ap.add_argument("--no-redirect", action="store_true", help="skip the redirect: true runs")
     ap.add_argument("--only-throughput", action="store_true",
                     help="run only the manifest-hit throughput comparison (wrk)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead of the throughput runs, count ferry's instructions per manifest "
+                         "hit with fair use on and off under valgrind's callgrind (steady on a "
+                         "shared machine; use a --profile profiling build for per-function counts)")
     args = ap.parse_args()
+    args.only_throughput |= args.instructions
     global PIN
     PIN = args.pin
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -459,7 +516,10 @@ def main():
             for s3 in stores:
                 for rules_on in (True, False):
                     simulate(binary, tmp, up_port, images, args, rules_on, s3)
-            throughput(binary, tmp, up_port, args)
+            if args.instructions:
+                instructions(binary, tmp, up_port, args)
+            else:
+                throughput(binary, tmp, up_port, args)
         finally:
             for pr in procs:
                 stop_proc(pr)

@@ -193,7 +193,10 @@ impl Access {
         subject: &str,
         t: &crate::request::Resource<'_>,
     ) -> Result<Effects, Denial> {
-        let repo = format!("{}/{}", t.upstream, t.repository);
+        let mut repo = String::with_capacity(t.upstream.len() + 1 + t.repository.len());
+        repo.push_str(t.upstream);
+        repo.push('/');
+        repo.push_str(t.repository);
         let ctx = Ctx {
             ip,
             subject,

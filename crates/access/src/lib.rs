@@ -29,6 +29,7 @@ mod endpoint;
 mod error;
 mod fairuse;
 mod grant;
+mod hashed;
 mod ip;
 mod kv;
 mod lists;

@@ -153,7 +153,8 @@ impl FairUse {
         }
     }
 
-    /// Accounts a batch of answers.
+    /// Accounts a batch of answers. Budget debits are summed per upstream first: one debit
+    /// per budget and batch, not per answer.
     async fn account(&self, batch: &[UsageRecord]) {
         let c = self.compiled.load_full();
         let hour = hour_of(SystemTime::now());
@@ -162,6 +163,7 @@ impl FairUse {
             hour,
             ..Batch::default()
         };
+        let mut egress: Vec<(&str, u64)> = Vec::new();
         {
             let mut u = self.usage.lock().unwrap_or_else(|e| e.into_inner());
             for r in batch {
@@ -183,8 +185,16 @@ impl FairUse {
                 for rule in c.rules.iter().filter(|rule| rule.applies(&ctx)) {
                     rule.served_ops(&ctx, r.bytes, r.error, &mut ops);
                 }
-                ops.extend(c.budgets.debits(&r.upstream, r.bytes));
+                if r.bytes > 0 && !c.budgets.list.is_empty() {
+                    match egress.iter_mut().find(|(up, _)| *up == r.upstream) {
+                        Some((_, n)) => *n += r.bytes,
+                        None => egress.push((&r.upstream, r.bytes)),
+                    }
+                }
             }
+        }
+        for (upstream, bytes) in egress {
+            ops.extend(c.budgets.debits(upstream, bytes));
         }
         if !ops.is_empty() {
             c.store.run(&ops).await;
@@ -218,16 +228,28 @@ impl FairUse {
     }
 }
 
+/// How long the accounting task gathers answers after the first of a batch: it then wakes at
+/// most this often under load (not once per answer), and a batch's debits of one budget are
+/// one. Rules and usage see answers at most this late.
+const GATHER: Duration = Duration::from_millis(10);
+
+/// The most answers accounted in one batch.
+const BATCH: usize = 1024;
+
 /// The accounting task: drains the records, ticks every second, ends with the engine.
 async fn run(fair: Weak<FairUse>, mut rx: mpsc::Receiver<UsageRecord>) {
     let mut tick = tokio::time::interval(bans::SYNC_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(512);
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
-            n = rx.recv_many(&mut batch, 512) => {
+            n = rx.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     return;
+                }
+                if batch.len() < BATCH {
+                    tokio::time::sleep(GATHER).await;
+                    drain(&mut rx, &mut batch);
                 }
                 let Some(f) = fair.upgrade() else { return };
                 f.account(&batch).await;
@@ -237,6 +259,16 @@ async fn run(fair: Weak<FairUse>, mut rx: mpsc::Receiver<UsageRecord>) {
                 let Some(f) = fair.upgrade() else { return };
                 f.tick().await;
             }
+        }
+    }
+}
+
+/// Moves what is queued into `batch`, up to [`BATCH`], without waiting.
+fn drain(rx: &mut mpsc::Receiver<UsageRecord>, batch: &mut Vec<UsageRecord>) {
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => return,
         }
     }
 }

@@ -4,29 +4,27 @@
 //! bottleneck. Keys whose TAT has passed carry no information and are pruned as the map grows,
 //! so memory follows the number of recently active clients, not of all clients ever seen.
 //!
-//! The map holds a 64-bit keyed hash of each key (SipHash with this process's random key), not
-//! the key: a lookup allocates and compares nothing, and an entry is 16 bytes. Two keys would
-//! share a counter only if their hashes collided, about once in 2^64 / n^2 (n keys held).
+//! The map holds a 64-bit keyed hash of each key ([`crate::hashed`]), not the key: a lookup
+//! allocates, hashes again and compares nothing, and an entry is 16 bytes.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
 use tokio::time::Instant;
 
 use super::gcra::{Op, Verdict, evaluate};
+use crate::hashed::{HashedMap, KeyHasher};
 
 /// In-memory counters.
 #[derive(Debug)]
 pub(crate) struct LocalStore {
     epoch: Instant,
-    keys: RandomState,
+    keys: KeyHasher,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    tats: HashMap<u64, f64>,
+    tats: HashedMap<f64>,
     prune_at: usize,
 }
 
@@ -36,9 +34,9 @@ impl Default for LocalStore {
     fn default() -> Self {
         LocalStore {
             epoch: Instant::now(),
-            keys: RandomState::new(),
+            keys: KeyHasher::default(),
             state: Mutex::new(State {
-                tats: HashMap::new(),
+                tats: HashedMap::default(),
                 prune_at: MIN_PRUNE,
             }),
         }
@@ -54,7 +52,7 @@ impl LocalStore {
     /// Runs a batch atomically.
     pub(crate) fn run(&self, ops: &[Op]) -> Vec<Verdict> {
         let now = self.now();
-        let keys: Vec<u64> = ops.iter().map(|o| self.keys.hash_one(&o.key)).collect();
+        let keys: Vec<u64> = ops.iter().map(|o| self.keys.of(&o.key)).collect();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let tats: Vec<Option<f64>> = keys.iter().map(|k| st.tats.get(k).copied()).collect();
         let (verdicts, stores) = evaluate(now, ops, &tats);

@@ -22,6 +22,7 @@ use ferry_config::fairuse::UsageConfig;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::hashed::KeyHasher;
 use topk::{Counts, Order, TopK};
 
 /// What one request adds to the accounts (sent from the request log).
@@ -146,13 +147,13 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(hour: u64, cap: usize) -> Bucket {
+    fn new(hour: u64, cap: usize, keys: &KeyHasher) -> Bucket {
         let top = Dimension::ALL
             .iter()
             .map(|_| {
                 [
-                    TopK::new(cap, Order::Requests),
-                    TopK::new(cap, Order::Bytes),
+                    TopK::keyed(cap, Order::Requests, keys.clone()),
+                    TopK::keyed(cap, Order::Bytes, keys.clone()),
                 ]
             })
             .collect();
@@ -168,6 +169,8 @@ impl Bucket {
 #[derive(Debug)]
 pub struct Usage {
     cap: usize,
+    /// The hash of keys every counter shares: one hash per key and record.
+    keys: KeyHasher,
     ring: Vec<Option<Bucket>>,
 }
 
@@ -216,6 +219,7 @@ impl Usage {
         let hours = (cfg.keep.0.as_secs().div_ceil(3600)).clamp(1, 24 * 366) as usize;
         Usage {
             cap: cfg.top_keys.max(1),
+            keys: KeyHasher::default(),
             ring: (0..hours).map(|_| None).collect(),
         }
     }
@@ -225,15 +229,16 @@ impl Usage {
         let n = self.ring.len();
         let slot = &mut self.ring[(hour % n as u64) as usize];
         if slot.as_ref().is_none_or(|b| b.hour != hour) {
-            *slot = Some(Bucket::new(hour, self.cap));
+            *slot = Some(Bucket::new(hour, self.cap, &self.keys));
         }
         let b = slot.as_mut().expect("just set");
         let delta = delta(r);
         b.total.add(&delta);
         for (d, tops) in Dimension::ALL.iter().zip(b.top.iter_mut()) {
             if let Some(k) = d.key(client, r) {
-                tops[0].add(k, &delta);
-                tops[1].add(k, &delta);
+                let h = self.keys.of(k);
+                tops[0].add_hashed(h, k, &delta);
+                tops[1].add_hashed(h, k, &delta);
             }
         }
     }

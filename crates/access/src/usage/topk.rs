@@ -4,9 +4,9 @@
 //! underestimated, and overestimated by at most the weight it inherited (`error`). Every key
 //! whose true weight exceeds `total / cap` is guaranteed to be held.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
+
+use crate::hashed::{HashedMap, KeyHasher};
 
 /// What is counted for one key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +51,7 @@ impl Order {
 #[derive(Debug, Clone)]
 struct Entry {
     key: Box<str>,
+    hash: u64,
     counts: Counts,
     error: u64,
 }
@@ -59,12 +60,15 @@ struct Entry {
 ///
 /// Entries sit in a binary min-heap by weight (`heap` holds entry numbers, `pos` each entry's
 /// place in it), so finding the lightest entry to take over is O(1) and every change is
-/// O(log cap): no scan of the entries per new key, whatever the capacity.
+/// O(log cap): no scan of the entries per new key, whatever the capacity. The index maps a
+/// keyed hash of each key ([`crate::hashed`]) to its entry, so a lookup neither allocates nor
+/// compares strings.
 #[derive(Debug, Clone)]
 pub struct TopK {
     cap: usize,
     order: Order,
-    index: HashMap<Box<str>, usize>,
+    keys: KeyHasher,
+    index: HashedMap<usize>,
     entries: Vec<Entry>,
     heap: Vec<usize>,
     pos: Vec<usize>,
@@ -73,11 +77,18 @@ pub struct TopK {
 impl TopK {
     /// An empty counter of at most `cap` keys (at least 1).
     pub fn new(cap: usize, order: Order) -> TopK {
+        TopK::keyed(cap, order, KeyHasher::default())
+    }
+
+    /// Like [`TopK::new`], hashing keys with `keys` (counters that share it can share one
+    /// hash of a key: [`TopK::add_hashed`]).
+    pub(crate) fn keyed(cap: usize, order: Order, keys: KeyHasher) -> TopK {
         let cap = cap.max(1);
         TopK {
             cap,
             order,
-            index: HashMap::with_capacity(cap),
+            keys,
+            index: HashedMap::with_capacity_and_hasher(cap, Default::default()),
             entries: Vec::with_capacity(cap),
             heap: Vec::with_capacity(cap),
             pos: Vec::with_capacity(cap),
@@ -86,16 +97,22 @@ impl TopK {
 
     /// Counts `delta` for `key`.
     pub fn add(&mut self, key: &str, delta: &Counts) {
-        if let Some(&e) = self.index.get(key) {
+        self.add_hashed(self.keys.of(key), key, delta);
+    }
+
+    /// Counts `delta` for `key`, whose hash under this counter's [`KeyHasher`] is `hash`.
+    pub(crate) fn add_hashed(&mut self, hash: u64, key: &str, delta: &Counts) {
+        if let Some(&e) = self.index.get(&hash) {
             self.entries[e].counts.add(delta);
             self.sift_down(self.pos[e]);
             return;
         }
         if self.entries.len() < self.cap {
             let e = self.entries.len();
-            self.index.insert(key.into(), e);
+            self.index.insert(hash, e);
             self.entries.push(Entry {
                 key: key.into(),
+                hash,
                 counts: *delta,
                 error: 0,
             });
@@ -108,11 +125,12 @@ impl TopK {
         let e = self.heap[0];
         let order = self.order;
         let entry = &mut self.entries[e];
-        self.index.remove(&entry.key);
+        self.index.remove(&entry.hash);
         entry.error = order.weight(&entry.counts);
         entry.key = key.into();
+        entry.hash = hash;
         entry.counts.add(delta);
-        self.index.insert(key.into(), e);
+        self.index.insert(hash, e);
         self.sift_down(0);
     }
 
@@ -246,7 +264,7 @@ mod tests {
                 errors: 0,
             };
             let full = t.len() == 16;
-            let held = t.index.contains_key(key.as_str());
+            let held = t.index.contains_key(&t.keys.of(&key));
             let min = t.iter().map(|(_, c, _)| c.bytes).min();
             t.add(&key, &c);
             if !held && full {
