@@ -291,15 +291,11 @@ def rss_kib(pid):
 
 
 def pinned(cmd, cpu):
-    """`cmd` run on CPU `cpu` only (with --pin and taskset), else as is; ferry (CPU 0) under
-    callgrind with --instructions."""
-    if WRAP and cpu == 0:
-        cmd = WRAP + cmd
+    """`cmd` run on CPU `cpu` only (with --pin and taskset), else as is."""
     return (["taskset", "-c", str(cpu)] + cmd) if PIN and shutil.which("taskset") else cmd
 
 
 PIN = False
-WRAP = []
 
 
 def wrk_hits(port, tok, secs, addrs):
@@ -323,7 +319,9 @@ def cpu_secs(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_ferry(binary, tmp, up_port, args, rules_on, s3=None, tag=""):
+def start_ferry(binary, tmp, up_port, args, rules_on, s3=None, tag="", wrap=()):
+    """A ferry with fair use on or off, on local disk or `s3` with redirects; run under
+    `wrap` (a command prefix such as valgrind's) when given."""
     port = free_port()
     name = f"{tag}{'on' if rules_on else 'off'}{'-redirect' if s3 else ''}"
     cfg = config(up_port, port, args.day, rules_on)
@@ -337,7 +335,7 @@ def start_ferry(binary, tmp, up_port, args, rules_on, s3=None, tag=""):
     path = os.path.join(tmp, f"ferry-{name}.yaml")
     json.dump(cfg, open(path, "w"))  # JSON is YAML
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_") and k != "RUST_LOG"}
-    proc = subprocess.Popen(pinned([binary, "serve", "--config", path], 0), stdout=subprocess.DEVNULL, env=env,
+    proc = subprocess.Popen(pinned([*wrap, binary, "serve", "--config", path], 0), stdout=subprocess.DEVNULL, env=env,
                             stderr=open(os.path.join(tmp, f"ferry-{name}.log"), "w"))
     wait_port(port, proc, "ferry")
     return proc, Client(port)
@@ -431,7 +429,6 @@ def instructions(binary, tmp, up_port, args):
     valgrind's callgrind (the same count whatever else the machine does): ferry runs under
     callgrind, wrk sends requests for --wrk-secs after a warm-up, and the counters are zeroed
     before and dumped after wrk (callgrind_control)."""
-    global WRAP
     if not (shutil.which("valgrind") and shutil.which("callgrind_control") and shutil.which("wrk")):
         print("\nvalgrind or wrk not installed: no instruction count")
         return
@@ -439,9 +436,8 @@ def instructions(binary, tmp, up_port, args):
         per = {}
         for rules_on in (True, False):
             out = os.path.join(tmp, f"callgrind-{addrs}-{rules_on}.out")
-            WRAP = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
-            ferry, cli = start_ferry(binary, tmp, up_port, args, rules_on, tag=f"cg{addrs}-")
-            WRAP = []
+            wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
+            ferry, cli = start_ferry(binary, tmp, up_port, args, rules_on, tag=f"cg{addrs}-", wrap=wrap)
             try:
                 tok = tokens(cli, "10.200.0.1")
                 wrk_hits(cli.port, tok, 2, addrs)  # warm-up: first counters, buckets, tables
